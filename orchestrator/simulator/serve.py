@@ -1,0 +1,240 @@
+"""`orchestrator simulate`: serve the simulated API until Ctrl-C or SIGTERM.
+
+The main CLI wires `add_arguments` and `run` into its `simulate` subcommand;
+`python -m orchestrator.simulator.serve` runs it on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import shlex
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from orchestrator.rates import format_rate, parse_rate
+from orchestrator.simulator.config import SimConfig
+from orchestrator.simulator.server import RunningSimulator
+
+# How --error-rate is shared out among the hard failures: 500, 502, 503, dropped connection.
+ERROR_MIX: Final = (0.4, 0.2, 0.3, 0.1)
+_SAMPLE_IDS: Final = 5
+
+
+def _rate(text: str) -> float | None:
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _probability(text: str) -> float:
+    """A probability as a fraction ("0.1") or a percentage ("10%")."""
+    raw = text.strip()
+    scale = 100.0 if raw.endswith("%") else 1.0
+    try:
+        value = float(raw.removesuffix("%")) / scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability like 0.1 or 10%") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 1 (0% and 100%)")
+    return value
+
+
+def _int_at_least(least: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {least}")
+        return value
+
+    return convert
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `orchestrator simulate`."""
+    net = parser.add_argument_group("listening")
+    net.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    net.add_argument(
+        "--port", type=_int_at_least(0), default=8080, help="port (default 8080; 0 = any free)"
+    )
+    net.add_argument("--token", default="sim-token", help="bearer token (default sim-token)")
+    limits = parser.add_argument_group("rate limit")
+    limits.add_argument(
+        "--rate", type=_rate, default=None, help="N/s, N/min, N/h or none (default none)"
+    )
+    limits.add_argument(
+        "--burst",
+        type=_int_at_least(1),
+        default=None,
+        help="bucket size (default one second's worth of --rate, at least 1)",
+    )
+    limits.add_argument(
+        "--no-retry-after",
+        dest="retry_after",
+        action="store_false",
+        help="leave Retry-After off 429 answers",
+    )
+    faults = parser.add_argument_group("faults (rerun requests only)")
+    faults.add_argument(
+        "--latency", type=_seconds, default=0.0, metavar="MS", help="median latency in ms"
+    )
+    faults.add_argument(
+        "--latency-spread", type=_seconds, default=0.0, metavar="X", help="lognormal sigma"
+    )
+    faults.add_argument(
+        "--error-rate",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="share of reruns failing: 40%% 500, 20%% 502, 30%% 503, 10%% dropped connection",
+    )
+    faults.add_argument(
+        "--slow-rate",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="share of reruns applied but answered only after --slow-seconds",
+    )
+    faults.add_argument("--slow-seconds", type=_seconds, default=60.0, metavar="S")
+    faults.add_argument(
+        "--bad-body-rate",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="share of reruns applied but answered with truncated JSON",
+    )
+    data = parser.add_argument_group("seeded data")
+    data.add_argument("--runs", type=_int_at_least(0), default=200, help="default 200")
+    data.add_argument("--workflows", type=_int_at_least(1), default=3, help="default 3")
+    data.add_argument("--per-page", type=_int_at_least(1), default=15, help="default 15")
+    data.add_argument("--seed", type=int, default=0, help="default 0")
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """The SimConfig the parsed options describe; ValueError when they do not fit together."""
+    share_500, share_502, share_503, share_drop = ERROR_MIX
+    error_rate: float = args.error_rate
+    return SimConfig(
+        token=args.token,
+        rate=args.rate,
+        burst=args.burst,
+        retry_after=args.retry_after,
+        latency_ms=args.latency,
+        latency_spread=args.latency_spread,
+        slow_s=args.slow_seconds,
+        p_slow=args.slow_rate,
+        p_bad_body=args.bad_body_rate,
+        runs=args.runs,
+        workflows=args.workflows,
+        per_page=args.per_page,
+        seed=args.seed,
+        p_500=share_500 * error_rate,
+        p_502=share_502 * error_rate,
+        p_503=share_503 * error_rate,
+        p_drop=share_drop * error_rate,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _announce(sim: RunningSimulator) -> None:
+    """What a person (or a script grepping `base_url:`) needs to start using the simulator."""
+    config, state = sim.config, sim.state
+    failed = state.failed_run_ids[:_SAMPLE_IDS]
+    token = shlex.quote(config.token)
+    rate = format_rate(config.rate)
+    if config.rate is not None:
+        rate += f", burst {config.bucket_size}"
+    lines = [
+        f"Altostrat API simulator: {config.runs} runs over {config.workflows} workflows "
+        f"(seed {config.seed}), rate limit {rate}",
+        f"base_url: {sim.base_url}",
+        f"token: {config.token}",
+        f"stats: {sim.base_url}/_sim/stats",
+        "failed run IDs to try:",
+        *(f"  {run_id}" for run_id in failed),
+        "try:",
+        f"  printf '%s\\n' {' '.join(failed)} > ids.txt",
+        f"  ALTOSTRAT_TOKEN={token} orchestrator rerun ids.txt --base-url {sim.base_url}",
+        "Ctrl-C stops the simulator.",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+async def serve(config: SimConfig, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with RunningSimulator(config, host=host, port=port) as sim:
+            _announce(sim)
+            await stop.wait()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    print("simulator stopped", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `orchestrator simulate` with parsed options; the process exit status."""
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"orchestrator simulate: {exc}", file=sys.stderr)
+        return 2
+    if not _is_loopback(args.host):
+        print(
+            f"orchestrator simulate: warning: listening on {args.host}, beyond this machine",
+            file=sys.stderr,
+        )
+    try:
+        asyncio.run(serve(config, args.host, args.port))
+    except KeyboardInterrupt:
+        # Ctrl-C before the signal handlers were in place: still a clean stop.
+        return 0
+    except OSError as exc:
+        print(
+            f"orchestrator simulate: cannot listen on {args.host}:{args.port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator simulate", description="Serve a simulated Altostrat API."
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

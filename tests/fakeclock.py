@@ -1,0 +1,59 @@
+"""A virtual clock for tests: sleeping costs no real time.
+
+`autojump=True`: a sleep moves virtual time straight to its deadline (for tests that only
+care that waits happened). `autojump=False`: sleepers wait until the test calls `advance`,
+so a test can look at the world while every worker is parked.
+"""
+
+from __future__ import annotations
+
+import anyio
+import anyio.lowlevel
+
+
+class FakeClock:
+    def __init__(self, start: float = 1000.0, *, autojump: bool = True) -> None:
+        self._now = start
+        self.autojump = autojump
+        self.slept: list[float] = []
+        self._sleepers: list[tuple[float, anyio.Event]] = []
+        self._changed = anyio.Event()
+
+    def now(self) -> float:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        if seconds <= 0 or self.autojump:
+            self._now += max(0.0, seconds)
+            await anyio.lowlevel.checkpoint()
+            return
+        entry = (self._now + seconds, anyio.Event())
+        self._sleepers.append(entry)
+        self._notify()
+        try:
+            await entry[1].wait()
+        finally:
+            self._sleepers.remove(entry)
+            self._notify()
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("a monotonic clock does not go back")
+        self._now += seconds
+        for deadline, event in self._sleepers:
+            if deadline <= self._now:
+                event.set()
+
+    @property
+    def sleepers(self) -> int:
+        return len(self._sleepers)
+
+    async def wait_for_sleepers(self, count: int) -> None:
+        """Wait (no real time) until at least `count` tasks sleep on this clock."""
+        while len(self._sleepers) < count:
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()

@@ -1,0 +1,118 @@
+"""`orchestrator simulate`: option parsing, and the real process on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from orchestrator.simulator import SimConfig
+from orchestrator.simulator.serve import add_arguments, config_from_args, run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_defaults_match_simconfig() -> None:
+    args = _parse()
+    assert (args.host, args.port) == ("127.0.0.1", 8080)
+    assert config_from_args(args) == SimConfig()
+
+
+def test_options_become_a_config() -> None:
+    config = config_from_args(
+        _parse(
+            "--rate", "120/min", "--burst", "4", "--no-retry-after",
+            "--latency", "25", "--latency-spread", "0.5",
+            "--error-rate", "10%", "--slow-rate", "0.05", "--slow-seconds", "2",
+            "--bad-body-rate", "1%", "--runs", "50", "--workflows", "4",
+            "--per-page", "10", "--seed", "9", "--token", "t0k",
+        )
+    )  # fmt: skip
+    assert config.rate == 2.0
+    assert (config.burst, config.retry_after) == (4, False)
+    assert (config.latency_ms, config.latency_spread) == (25.0, 0.5)
+    faults = (config.p_500, config.p_502, config.p_503, config.p_drop)
+    assert faults == pytest.approx((0.04, 0.02, 0.03, 0.01))
+    assert (config.p_slow, config.slow_s) == (0.05, 2.0)
+    assert config.p_bad_body == pytest.approx(0.01)
+    assert (config.runs, config.workflows, config.per_page, config.seed) == (50, 4, 10, 9)
+    assert config.token == "t0k"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--rate", "fast"], ["--error-rate", "150%"], ["--port", "-1"], ["--burst", "0"]],
+)
+def test_bad_options_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _parse(*argv)
+    assert exit_info.value.code == 2
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_rates_that_do_not_fit_together_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(_parse("--error-rate", "0.7", "--slow-rate", "0.7")) == 2
+    assert "sum to at most 1" in capsys.readouterr().err
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_the_command_serves_until_signalled(signum: signal.Signals) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator.simulator.serve",
+        "--port",
+        "0",
+        "--runs",
+        "20",
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        lines: list[str] = []
+        async with asyncio.timeout(20):
+            while not lines or not lines[-1].startswith("Ctrl-C"):
+                line = await process.stdout.readline()
+                assert line, "the simulator exited before announcing itself"
+                lines.append(line.decode().rstrip("\n"))
+        base_url = next(line.split(" ", 1)[1] for line in lines if line.startswith("base_url: "))
+        assert base_url.startswith("http://127.0.0.1:")
+        assert "token: sim-token" in lines
+        failed = lines[lines.index("failed run IDs to try:") + 1].strip()
+        assert any(
+            f"ALTOSTRAT_TOKEN=sim-token orchestrator rerun ids.txt --base-url {base_url}" in line
+            for line in lines
+        )
+        async with aiohttp.ClientSession() as session:
+            headers = {"Authorization": "Bearer sim-token"}
+            async with session.post(
+                f"{base_url}/workflows/runs/{failed}/rerun", headers=headers
+            ) as r:
+                assert r.status == 202
+            async with session.get(f"{base_url}/_sim/stats") as r:
+                assert (await r.json())["accepted"] == {failed: 1}
+        process.send_signal(signum)
+        async with asyncio.timeout(20):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    assert b"Traceback" not in err
+    assert err == b""
+    assert out.decode().strip().endswith("simulator stopped")
