@@ -1,0 +1,254 @@
+"""The JSONL ledger: record models, the append-only writer, and replay into a resume state.
+
+Every record is one JSON object on one line with an `event` key. A record is written with a
+single `write(2)` of the whole line, so a `kill -9` can never tear it; only a power loss can,
+and replay skips a torn or corrupt line with a warning. A `dispatched` record is made durable
+(group commit: one fsync for every record that arrived while the previous one ran) before
+its request is allowed to leave.
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Literal
+
+import anyio
+from pydantic import BaseModel, ConfigDict
+
+# How many corrupt line numbers a resume state remembers to show; the count is kept whole.
+_SHOWN_CORRUPT: Final = 5
+
+
+def utc_now() -> str:
+    """RFC 3339 UTC with milliseconds, the timestamp of every record."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    at: str
+
+
+class SessionStarted(_Record):
+    event: Literal["session_started"] = "session_started"
+    version: str
+    source: str
+    pid: int
+
+
+class SessionEnded(_Record):
+    event: Literal["session_ended"] = "session_ended"
+    exit_code: int
+    reason: str
+
+
+class Dispatched(_Record):
+    event: Literal["dispatched"] = "dispatched"
+    original_run_id: str
+    attempt: int
+
+
+class AttemptFailed(_Record):
+    """One attempt that did not settle the ID: a retry follows, or the run stopped first."""
+
+    event: Literal["attempt_failed"] = "attempt_failed"
+    original_run_id: str
+    attempt: int
+    http_status: int | None
+    error: str
+    # True when the server surely did not accept it, so the ID may be sent again on resume.
+    resendable: bool
+
+
+class Succeeded(_Record):
+    event: Literal["succeeded"] = "succeeded"
+    original_run_id: str
+    new_run_id: str | None
+    new_run_status: str | None
+    http_status: int
+    attempts: int
+    error: Literal["bad_response"] | None = None
+
+
+class Failed(_Record):
+    event: Literal["failed"] = "failed"
+    original_run_id: str
+    http_status: int | None
+    error: str
+    attempts: int
+
+
+class Rejected(_Record):
+    event: Literal["rejected"] = "rejected"
+    line: int
+    reason: str
+    input: str
+
+
+Record = SessionStarted | SessionEnded | Dispatched | AttemptFailed | Succeeded | Failed | Rejected
+
+
+class IdState(enum.IntEnum):
+    """Where an ID stands. `succeeded` is never left."""
+
+    QUEUED = -1  # taken up by the running session; replay never yields it
+    RESENDABLE = 0
+    IN_DOUBT = 1
+    FAILED = 2
+    SUCCEEDED = 3
+
+
+@dataclass
+class ResumeState:
+    """What a ledger says about every ID it has seen; the one structure that grows with input."""
+
+    ids: dict[str, IdState] = field(default_factory=dict)
+    records: int = 0
+    corrupt_lines: int = 0
+    corrupt_shown: list[int] = field(default_factory=list)
+    torn_tail: bool = False
+
+    def apply(self, record: dict[str, object]) -> None:
+        event = record.get("event")
+        run_id = record.get("original_run_id")
+        if not isinstance(run_id, str):
+            return
+        if self.ids.get(run_id) == IdState.SUCCEEDED:
+            return
+        if event == "dispatched":
+            self.ids[run_id] = IdState.IN_DOUBT
+        elif event == "attempt_failed":
+            resendable = record.get("resendable") is True
+            self.ids[run_id] = IdState.RESENDABLE if resendable else IdState.IN_DOUBT
+        elif event == "succeeded":
+            self.ids[run_id] = IdState.SUCCEEDED
+        elif event == "failed":
+            self.ids[run_id] = IdState.FAILED
+
+    def in_doubt(self) -> list[str]:
+        return [run_id for run_id, state in self.ids.items() if state == IdState.IN_DOUBT]
+
+
+_ID_EVENTS: Final = frozenset({"dispatched", "attempt_failed", "succeeded", "failed"})
+_OTHER_EVENTS: Final = frozenset({"rejected", "session_started", "session_ended"})
+
+
+def replay(lines: Iterable[bytes]) -> ResumeState:
+    """Fold ledger lines into a resume state. Pure; any prefix of a ledger replays cleanly."""
+    state = ResumeState()
+    last_no = 0
+    last_ok = True
+    for last_no, line in enumerate(lines, start=1):
+        last_ok = True
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        event = record.get("event") if isinstance(record, dict) else None
+        if not isinstance(record, dict) or event not in _ID_EVENTS | _OTHER_EVENTS:
+            last_ok = False
+            state.corrupt_lines += 1
+            if len(state.corrupt_shown) < _SHOWN_CORRUPT:
+                state.corrupt_shown.append(last_no)
+            continue
+        state.records += 1
+        state.apply(record)
+    state.torn_tail = not last_ok and last_no > 0
+    return state
+
+
+def replay_file(path: Path) -> ResumeState:
+    """Replay the ledger at `path`; a missing file is an empty ledger."""
+    try:
+        with path.open("rb") as stream:
+            return replay(stream)
+    except FileNotFoundError:
+        return ResumeState()
+
+
+class LedgerLocked(Exception):
+    """Another process holds the ledger: running both would rerun the same IDs."""
+
+
+class FsyncPolicy(enum.StrEnum):
+    ALWAYS = "always"
+    BATCH = "batch"
+    NEVER = "never"
+
+
+class LedgerWriter:
+    """Appends records to the ledger; holds an exclusive advisory lock while open.
+
+    `append` hands the line to the kernel at once (it survives the process being killed);
+    `append_durable` also waits until it is on disk under the fsync policy, sharing one
+    fsync with every record that arrives while a sync is under way.
+    """
+
+    def __init__(self, path: Path, fsync: FsyncPolicy = FsyncPolicy.BATCH) -> None:
+        self.path = path
+        self._policy = fsync
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise LedgerLocked(str(path)) from None
+        self._written = 0
+        self._synced = 0
+        self._syncing = False
+        self._synced_event = anyio.Event()
+        self._end_torn_tail()
+
+    def _end_torn_tail(self) -> None:
+        # A line torn by a power loss must not swallow the next record: start on a fresh line.
+        size = os.fstat(self._fd).st_size
+        if size == 0:
+            return
+        with self.path.open("rb") as stream:
+            stream.seek(size - 1)
+            if stream.read(1) != b"\n":
+                os.write(self._fd, b"\n")
+
+    def append(self, record: Record) -> None:
+        os.write(self._fd, record.model_dump_json().encode() + b"\n")
+        self._written += 1
+
+    async def append_durable(self, record: Record) -> None:
+        self.append(record)
+        if self._policy is FsyncPolicy.NEVER:
+            return
+        if self._policy is FsyncPolicy.ALWAYS:
+            await anyio.to_thread.run_sync(os.fsync, self._fd)
+            self._synced = max(self._synced, self._written)
+            return
+        target = self._written
+        while self._synced < target:
+            if self._syncing:
+                await self._synced_event.wait()
+                continue
+            self._syncing = True
+            upto = self._written
+            try:
+                await anyio.to_thread.run_sync(os.fsync, self._fd)
+            finally:
+                self._syncing = False
+                done, self._synced_event = self._synced_event, anyio.Event()
+                done.set()
+            self._synced = upto
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        if self._policy is not FsyncPolicy.NEVER:
+            os.fsync(self._fd)
+        os.close(self._fd)  # closing releases the lock
+        self._fd = -1

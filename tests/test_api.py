@@ -1,0 +1,118 @@
+"""Outcome classification at the client boundary (pure), and a few narrow aioresponses checks."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+
+from orchestrator.api import (
+    Abort,
+    Accepted,
+    AltostratClient,
+    Failed,
+    Outcome,
+    Retryable,
+    classify_status,
+    parse_accepted,
+)
+
+
+class _Response(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 predates aiohttp 3.14's required `stream_writer` (aioresponses
+    issue #289); aiohttp 3.14 is a security release, so the mock gets the argument instead."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(*args, **kwargs)
+
+
+BASE = "http://api.test"
+URL = f"{BASE}/workflows/runs/fl_run_a/rerun"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (429, Retryable(429, "rate_limited", True, 7.0)),
+        (500, Retryable(500, "server_error", True, 7.0)),
+        (502, Retryable(502, "server_error", True, 7.0)),
+        (503, Retryable(503, "server_error", True, 7.0)),
+        (504, Retryable(504, "server_error", False, 7.0)),
+        (401, Abort(401, "unauthorized")),
+        (403, Abort(403, "forbidden")),
+        (404, Failed(404, "not_found")),
+        (400, Failed(400, "client_error")),
+        (409, Failed(409, "client_error")),
+        (422, Failed(422, "client_error")),
+        (418, Failed(418, "client_error")),
+        (501, Failed(501, "server_error")),
+        (302, Failed(302, "unexpected_status")),
+    ],
+)
+def test_status_is_classified_once(status: int, expected: Outcome) -> None:
+    assert classify_status(status, "7") == expected
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204])
+def test_any_2xx_is_left_to_the_body(status: int) -> None:
+    assert classify_status(status, None) is None
+
+
+def test_202_body_gives_the_new_run_and_ignores_unknown_fields() -> None:
+    body = (
+        b'{"message": "queued", "original_run_id": "fl_run_a", "extra": 1,'
+        b' "new_run": {"id": "fl_run_b", "status": "pending", "logs": [], "workflow": {}}}'
+    )
+    assert parse_accepted(202, body) == Accepted(202, "fl_run_b", "pending")
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b'{"message": "x"}', b"[]", b'{"new_run": {}}'])
+def test_unreadable_202_is_still_accepted(body: bytes) -> None:
+    assert parse_accepted(202, body) == Accepted(202, None, None, bad_response=True)
+
+
+async def test_client_sends_bearer_token_and_no_body() -> None:
+    with aioresponses() as mocked:
+        mocked.post(
+            URL,
+            status=202,
+            payload={"new_run": {"id": "fl_run_b", "status": "pending"}},
+            response_class=_Response,
+        )
+        async with aiohttp.ClientSession() as session:
+            client = AltostratClient(session, BASE + "/", "s3cret-token", timeout_s=5)
+            outcome = await client.rerun("fl_run_a")
+        assert outcome == Accepted(202, "fl_run_b", "pending")
+        ((_, calls),) = mocked.requests.items()
+        assert calls[0].kwargs["headers"]["Authorization"] == "Bearer s3cret-token"
+        assert calls[0].kwargs.get("data") is None
+
+
+@pytest.mark.parametrize(
+    ("exception", "expected"),
+    [
+        (TimeoutError(), Retryable(None, "timeout", False)),
+        (aiohttp.ServerDisconnectedError(), Retryable(None, "connection", False)),
+        (aiohttp.ConnectionTimeoutError(), Retryable(None, "timeout", True)),
+    ],
+)
+async def test_transport_failures_become_retryable(
+    exception: Exception, expected: Retryable
+) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, exception=exception)
+        async with aiohttp.ClientSession() as session:
+            outcome = await AltostratClient(session, BASE, "t0ken", 5).rerun("fl_run_a")
+    assert outcome == expected
+
+
+async def test_retry_after_header_reaches_the_outcome() -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, status=429, headers={"Retry-After": "12"}, response_class=_Response)
+        async with aiohttp.ClientSession() as session:
+            outcome = await AltostratClient(session, BASE, "t0ken", 5).rerun("fl_run_a")
+    assert outcome == Retryable(429, "rate_limited", True, 12.0)
