@@ -1,0 +1,7 @@
+"""`python -m orchestrator`, the same as the `orchestrator` console script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,528 @@
+"""The rerun pipeline: input → resume state → bounded stream → workers → ledger → result.
+
+The only module that knows every other one. A daemon thread reads input lines in batches
+(back-pressured by a bounded stream, and never keeping the process alive if stdin blocks);
+one task parses them, drops what the ledger says is done, and feeds IDs through a bounded
+stream to `concurrency` workers; each worker waits its turn at the shared pause and token
+bucket, makes its `dispatched` record durable, sends, and records the outcome.
+
+Stopping: a signal, an auth failure or `request_stop` stops reading and cancels every wait,
+so no new request starts; requests in flight finish (bounded by the request timeout). A
+second signal cancels everything at once: what was in flight is then in doubt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import random
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Final, TextIO
+
+import aiohttp
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import structlog
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from . import __version__
+from .api import Abort, Accepted, AltostratClient, Failed, Outcome, Retryable
+from .ids import Rejected, parse_line, read_capped_lines
+from .ledger import (
+    AttemptFailed,
+    Dispatched,
+    IdState,
+    LedgerWriter,
+    ResumeState,
+    SessionEnded,
+    SessionStarted,
+    Succeeded,
+    replay_file,
+    utc_now,
+)
+from .ledger import Failed as FailedRecord
+from .ledger import Rejected as RejectedRecord
+from .pacing import Backoff, Clock, Pause, RealClock, TokenBucket
+from .report import RunResult, StopReason, Tally, exit_code
+from .settings import ConfigError, RerunSettings
+
+log = structlog.get_logger("orchestrator")
+
+# Lines handed over from the reader thread at a time: amortises the thread hop.
+_BATCH_LINES: Final = 512
+_LOOP_GONE: Final = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.RunFinishedError)
+
+
+@dataclass(frozen=True)
+class Plumbing:
+    """What the engine is given rather than makes, so tests can swap it."""
+
+    clock: Clock
+    rng: random.Random
+    backoff: Backoff = field(default_factory=Backoff)
+    handle_signals: bool = True
+    stdin: BinaryIO | None = None
+    stdout: TextIO | None = None
+
+    @classmethod
+    def default(cls) -> Plumbing:
+        return cls(clock=RealClock(), rng=random.Random())
+
+
+@dataclass(frozen=True, slots=True)
+class _InputFailed:
+    """Sent in place of a batch when the input breaks off: it must not pass for its end."""
+
+    message: str
+
+
+_Batch = list[bytes] | _InputFailed
+
+
+class InputError(Exception):
+    """The input could not be read to its end; what was read before it has been handled."""
+
+
+def _reader_thread(
+    stream: BinaryIO,
+    send: MemoryObjectSendStream[_Batch],
+    token: anyio.lowlevel.EventLoopToken,
+) -> None:
+    """Read lines in batches and hand them to the loop, blocking while the loop is behind."""
+
+    def hand_over(item: _Batch) -> None:
+        anyio.from_thread.run(send.send, item, token=token)
+
+    with contextlib.suppress(*_LOOP_GONE):
+        try:
+            batch: list[bytes] = []
+            for line in read_capped_lines(stream):
+                batch.append(line)
+                if len(batch) >= _BATCH_LINES:
+                    hand_over(batch)
+                    batch = []
+            if batch:
+                hand_over(batch)
+        except OSError as exc:
+            hand_over(_InputFailed(exc.strerror or str(exc)))
+        finally:
+            anyio.from_thread.run_sync(send.close, token=token)
+
+
+class Rerun:
+    """One session of `orchestrator rerun` over one source and one ledger."""
+
+    def __init__(
+        self,
+        settings: RerunSettings,
+        client: AltostratClient | None,
+        writer: LedgerWriter | None,
+        resume: ResumeState,
+        plumbing: Plumbing,
+    ) -> None:
+        self.settings = settings
+        self.tally = Tally()
+        self._client = client
+        self._writer = writer
+        self._ids = resume.ids
+        self._plumbing = plumbing
+        self._clock = plumbing.clock
+        self._pause = Pause(plumbing.clock)
+        self._bucket = TokenBucket(settings.rate, plumbing.clock)
+        self._stop_reason: StopReason | None = None
+        self._abort_detail: str | None = None
+        self._waits: set[anyio.CancelScope] = set()
+        self._reading = anyio.CancelScope()
+        self._task_group: TaskGroup | None = None
+        self._input_error: str | None = None
+        self._in_flight: set[str] = set()
+
+    # ---- stopping -------------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_reason is not None
+
+    def request_stop(self, reason: StopReason, detail: str | None = None) -> None:
+        """Start no new request: stop reading, cancel every wait; in-flight requests finish.
+
+        A second signal stops at once, cancelling the requests in flight too."""
+        if self._stop_reason is not None:
+            if reason in (StopReason.SIGINT, StopReason.SIGTERM) and self._task_group:
+                log.warning("rerun.forced_stop", signal=reason.value)
+                self._task_group.cancel_scope.cancel()
+            return
+        self._stop_reason = reason
+        self._abort_detail = detail
+        self._reading.cancel()
+        for scope in self._waits:
+            scope.cancel()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                reason = StopReason.SIGINT if signum == signal.SIGINT else StopReason.SIGTERM
+                if not self.stopping:
+                    log.warning(
+                        "rerun.stopping",
+                        signal=reason.value,
+                        detail="finishing requests in flight; signal again to stop at once",
+                    )
+                self.request_stop(reason)
+
+    # ---- the pipeline ---------------------------------------------------------------------
+
+    async def run(self, source: BinaryIO) -> RunResult:
+        started = self._clock.now()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                if self._plumbing.handle_signals:
+                    tg.start_soon(self._watch_signals)
+                await self._pipeline(source)
+                tg.cancel_scope.cancel()  # the signal watcher has nothing more to watch
+        finally:
+            self._task_group = None
+        # Left in flight only by a forced stop: the server may or may not have them.
+        self.tally.in_doubt.extend(sorted(self._in_flight))
+        if self._input_error is not None:
+            raise InputError(self._input_error)
+        return RunResult(
+            tally=self.tally,
+            reason=self._stop_reason or StopReason.COMPLETED,
+            elapsed_s=self._clock.now() - started,
+            ledger=str(self.settings.ledger),
+            dry_run=self.settings.dry_run,
+            abort_detail=self._abort_detail,
+        )
+
+    async def _pipeline(self, source: BinaryIO) -> None:
+        concurrency = self.settings.concurrency
+        lines_send, lines_receive = anyio.create_memory_object_stream[_Batch](1)
+        ids_send, ids_receive = anyio.create_memory_object_stream[str](concurrency)
+        threading.Thread(
+            target=_reader_thread,
+            args=(source, lines_send, anyio.lowlevel.current_token()),
+            name="orchestrator-input",
+            daemon=True,  # a stdin that never ends must not keep the process alive
+        ).start()
+        async with anyio.create_task_group() as tg:
+            for _ in range(0 if self.settings.dry_run else concurrency):
+                tg.start_soon(self._worker, ids_receive.clone())
+            ids_receive.close()
+            await self._feed(lines_receive, ids_send)
+
+    async def _feed(
+        self, lines: MemoryObjectReceiveStream[_Batch], ids: MemoryObjectSendStream[str]
+    ) -> None:
+        async with lines, ids:
+            with self._reading:
+                async for batch in lines:
+                    if isinstance(batch, _InputFailed):
+                        # What was read is still sent; the error is raised once it is.
+                        self._input_error = batch.message
+                        return
+                    for raw in batch:
+                        self.tally.lines += 1
+                        run_id = self._admit(parse_line(raw, self.tally.lines))
+                        if run_id is not None:
+                            await ids.send(run_id)
+
+    def _admit(self, parsed: str | Rejected | None) -> str | None:
+        """Decide what to do with one parsed line; the ID to send, or None."""
+        if parsed is None:
+            return None
+        if isinstance(parsed, Rejected):
+            self._reject(parsed)
+            return None
+        state = self._ids.get(parsed)
+        skip: str | None = None
+        if state == IdState.QUEUED:
+            self.tally.duplicates += 1
+            skip = "duplicate"
+        elif state == IdState.SUCCEEDED:
+            self.tally.skipped_succeeded += 1
+            skip = "succeeded"
+        elif state == IdState.FAILED and not self.settings.retry_failed:
+            self.tally.skipped_failed += 1
+            skip = "failed"
+        elif state == IdState.IN_DOUBT and not self.settings.retry_in_doubt:
+            self.tally.skipped_in_doubt += 1
+            self.tally.in_doubt.append(parsed)
+            skip = "in_doubt"
+        if skip is not None:
+            self._plan("skip", parsed, skip)
+            return None
+        self._ids[parsed] = IdState.QUEUED
+        if self.settings.dry_run:
+            self.tally.would_send += 1
+            self._plan("send", parsed, "new" if state is None else state.name.lower())
+            return None
+        return parsed
+
+    def _reject(self, rejected: Rejected) -> None:
+        self.tally.rejected += 1
+        self._plan("reject", f"line {rejected.line}", rejected.reason)
+        log.warning("input.rejected", line=rejected.line, reason=rejected.reason)
+        if self._writer:
+            self._writer.append(
+                RejectedRecord(
+                    at=utc_now(), line=rejected.line, reason=rejected.reason, input=rejected.input
+                )
+            )
+
+    def _plan(self, action: str, subject: str, why: str) -> None:
+        """In a dry run, say on stdout what would happen to a line: tab-separated, for grep/cut."""
+        if self.settings.dry_run:
+            out = self._plumbing.stdout or sys.stdout
+            out.write(f"{action}\t{subject}\t{why}\n")
+
+    # ---- the workers ----------------------------------------------------------------------
+
+    async def _worker(self, ids: MemoryObjectReceiveStream[str]) -> None:
+        async with ids:
+            async for run_id in ids:
+                if self.stopping:
+                    self.tally.not_sent += 1  # read, but the run stopped before its turn
+                    continue
+                await self._rerun_one(run_id)
+
+    async def _unless_stopped(self, wait: Callable[[], Awaitable[None]]) -> bool:
+        """Run a wait that a stop cancels; True when it ran to its end and no stop came."""
+        if self.stopping:
+            return False
+        with anyio.CancelScope() as scope:
+            self._waits.add(scope)
+            try:
+                await wait()
+            finally:
+                self._waits.discard(scope)
+        return not self.stopping
+
+    async def _take_turn(self) -> None:
+        while True:
+            await self._pause.wait()
+            await self._bucket.acquire()
+            if self._pause.remaining == 0:  # a Retry-After may have come while we waited
+                return
+
+    async def _rerun_one(self, run_id: str) -> None:
+        assert self._client is not None
+        assert self._writer is not None
+        last: Retryable | None = None
+        flagged = False  # as possibly duplicated
+        for attempt in range(1, self.settings.max_attempts + 1):
+            if not await self._unless_stopped(self._take_turn):
+                self._stopped_between_attempts(run_id, last)
+                return
+            self._in_flight.add(run_id)
+            await self._writer.append_durable(
+                Dispatched(at=utc_now(), original_run_id=run_id, attempt=attempt)
+            )
+            if attempt == 1:
+                self.tally.sent += 1
+            elif last is not None and not last.resendable and not flagged:
+                flagged = True
+                self.tally.resent_after_doubt.append(run_id)
+            outcome = await self._client.rerun(run_id)
+            self._in_flight.discard(run_id)
+            self.tally.requests += 1
+            self.tally.by_status[_status_key(outcome)] += 1
+            if not isinstance(outcome, Retryable) or attempt == self.settings.max_attempts:
+                self._settle(run_id, attempt, outcome)
+                return
+            last = outcome
+            self._retry_later(run_id, attempt, outcome)
+            # With a Retry-After the shared pause is the wait; without, our own backoff.
+            if outcome.retry_after is None:
+                delay = self._plumbing.backoff.delay(attempt, self._plumbing.rng)
+                if not await self._unless_stopped(functools.partial(self._clock.sleep, delay)):
+                    self._stopped_between_attempts(run_id, last)
+                    return
+
+    def _stopped_between_attempts(self, run_id: str, last: Retryable | None) -> None:
+        if last is None:
+            self.tally.not_sent += 1
+        elif last.resendable:
+            self._ids[run_id] = IdState.RESENDABLE
+        else:
+            self._ids[run_id] = IdState.IN_DOUBT
+            self.tally.in_doubt.append(run_id)
+
+    def _retry_later(self, run_id: str, attempt: int, outcome: Retryable) -> None:
+        assert self._writer is not None
+        self._writer.append(
+            AttemptFailed(
+                at=utc_now(),
+                original_run_id=run_id,
+                attempt=attempt,
+                http_status=outcome.http_status,
+                error=outcome.error,
+                resendable=outcome.resendable,
+            )
+        )
+        self.tally.retries += 1
+        if outcome.retry_after is not None:
+            if outcome.retry_after > self._pause.remaining:
+                log.info("rerun.paused", seconds=outcome.retry_after, run_id=run_id)
+            self._pause.pause_for(outcome.retry_after)
+        log.info(
+            "rerun.retry",
+            run_id=run_id,
+            attempt=attempt,
+            http_status=outcome.http_status,
+            error=outcome.error,
+        )
+
+    def _settle(self, run_id: str, attempt: int, outcome: Outcome) -> None:
+        """Record the last word on an ID: accepted, failed for good, or the run aborts."""
+        assert self._writer is not None
+        at = utc_now()
+        match outcome:
+            case Accepted():
+                self._writer.append(
+                    Succeeded(
+                        at=at,
+                        original_run_id=run_id,
+                        new_run_id=outcome.new_run_id,
+                        new_run_status=outcome.new_run_status,
+                        http_status=outcome.http_status,
+                        attempts=attempt,
+                        error="bad_response" if outcome.bad_response else None,
+                    )
+                )
+                self._ids[run_id] = IdState.SUCCEEDED
+                self.tally.succeeded += 1
+                if outcome.bad_response:
+                    self.tally.bad_response += 1
+                    log.warning("rerun.unreadable_response", run_id=run_id)
+                log.debug("rerun.succeeded", run_id=run_id, new_run_id=outcome.new_run_id)
+            case Abort():
+                # Refused, not done: the ID is sent again once the token is fixed.
+                self._writer.append(
+                    AttemptFailed(
+                        at=at,
+                        original_run_id=run_id,
+                        attempt=attempt,
+                        http_status=outcome.http_status,
+                        error=outcome.error,
+                        resendable=True,
+                    )
+                )
+                self._ids[run_id] = IdState.RESENDABLE
+                if not self.stopping:
+                    log.error(
+                        "rerun.aborted",
+                        http_status=outcome.http_status,
+                        error=outcome.error,
+                        detail="the API refused the token; no further requests are sent",
+                    )
+                self.request_stop(StopReason.ABORTED, f"HTTP {outcome.http_status} {outcome.error}")
+            case Failed() | Retryable():
+                self._writer.append(
+                    FailedRecord(
+                        at=at,
+                        original_run_id=run_id,
+                        http_status=outcome.http_status,
+                        error=outcome.error,
+                        attempts=attempt,
+                    )
+                )
+                self._ids[run_id] = IdState.FAILED
+                self.tally.failed[outcome.error] += 1
+                log.warning(
+                    "rerun.failed",
+                    run_id=run_id,
+                    http_status=outcome.http_status,
+                    error=outcome.error,
+                    attempts=attempt,
+                )
+
+
+def _status_key(outcome: Outcome) -> str:
+    """How a request is counted: its HTTP status, or the error when no answer came."""
+    if outcome.http_status is not None:
+        return str(outcome.http_status)
+    assert not isinstance(outcome, Accepted | Abort)
+    return outcome.error
+
+
+def _open_source(source: str, stdin: BinaryIO | None) -> BinaryIO:
+    if source == "-":
+        return stdin or sys.stdin.buffer
+    try:
+        return Path(source).open("rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source}: {exc.strerror or exc}") from None
+
+
+def _open_ledger(settings: RerunSettings) -> LedgerWriter:
+    try:
+        return LedgerWriter(settings.ledger, settings.fsync)
+    except OSError as exc:
+        raise ConfigError(f"cannot open ledger {settings.ledger}: {exc.strerror or exc}") from None
+
+
+async def run_rerun(
+    settings: RerunSettings, token: str | None, plumbing: Plumbing | None = None
+) -> RunResult:
+    """Run one `orchestrator rerun` session.
+
+    Raises ConfigError (bad source or ledger path), LedgerLocked or InputError."""
+    plumbing = plumbing or Plumbing.default()
+    source = _open_source(settings.source, plumbing.stdin)
+    with contextlib.ExitStack() as cleanup:
+        if settings.source != "-":
+            cleanup.callback(source.close)
+        if settings.dry_run:
+            resume = _resume(settings)
+            return await Rerun(settings, None, None, resume, plumbing).run(source)
+        assert token is not None
+        writer = _open_ledger(settings)
+        cleanup.callback(writer.close)
+        resume = _resume(settings)
+        writer.append(
+            SessionStarted(
+                at=utc_now(), version=__version__, source=settings.source, pid=os.getpid()
+            )
+        )
+        connector = aiohttp.TCPConnector(limit=settings.concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            client = AltostratClient(session, settings.base_url, token, settings.timeout)
+            result = await Rerun(settings, client, writer, resume, plumbing).run(source)
+        writer.append(
+            SessionEnded(at=utc_now(), exit_code=int(exit_code(result)), reason=result.reason)
+        )
+        return result
+
+
+def _resume(settings: RerunSettings) -> ResumeState:
+    """Replay the ledger, and say what this session starts from."""
+    resume = replay_file(settings.ledger)
+    if resume.corrupt_lines:
+        log.warning(
+            "ledger.corrupt_lines",
+            ledger=str(settings.ledger),
+            count=resume.corrupt_lines,
+            lines=resume.corrupt_shown,
+            detail="skipped; an ID whose last record was lost counts as in doubt or new",
+        )
+    log.info(
+        "rerun.starting",
+        source=settings.source,
+        ledger=str(settings.ledger),
+        ledger_ids=len(resume.ids),
+        base_url=settings.base_url,
+        concurrency=settings.concurrency,
+        rate_per_s=settings.rate,
+        dry_run=settings.dry_run,
+    )
+    return resume

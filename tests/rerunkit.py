@@ -1,0 +1,62 @@
+"""Running `orchestrator rerun` in-process against the simulator, and reading its ledger."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.cli import FLAGS
+from orchestrator.engine import Plumbing, run_rerun
+from orchestrator.report import RunResult
+from orchestrator.settings import build_settings
+from orchestrator.simulator import RunningSimulator
+from tests.fakeclock import FakeClock
+
+
+def make_ids(count: int, prefix: str = "t") -> list[str]:
+    return [f"fl_run_{prefix}{n:05d}" for n in range(count)]
+
+
+@dataclass
+class Outcome:
+    result: RunResult
+    records: list[dict[str, object]]
+    stdout: str
+
+    def events(self, name: str) -> list[dict[str, object]]:
+        return [r for r in self.records if r["event"] == name]
+
+
+def read_ledger(path: Path) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+async def rerun(
+    sim: RunningSimulator,
+    ledger: Path,
+    lines: list[str] | bytes,
+    *,
+    clock: FakeClock | None = None,
+    token: str | None = None,
+    **flags: object,
+) -> Outcome:
+    """Run one session over `lines` (given on stdin) with `--rate none` unless told otherwise."""
+    data = lines if isinstance(lines, bytes) else "".join(f"{x}\n" for x in lines).encode()
+    given: dict[str, object] = {"base_url": sim.base_url, "ledger": ledger, "rate": "none"}
+    given.update(flags)
+    settings = build_settings(given, {}, FLAGS)
+    out = io.StringIO()
+    plumbing = Plumbing(
+        clock=clock or FakeClock(),
+        rng=random.Random(0),
+        handle_signals=False,
+        stdin=io.BytesIO(data),
+        stdout=out,
+    )
+    result = await run_rerun(settings, token or sim.config.token, plumbing)
+    return Outcome(result, read_ledger(ledger), out.getvalue())
