@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from orchestrator.report import ExitCode, StopReason, exit_code, summary
 from orchestrator.simulator import RunningSimulator, SimConfig
@@ -265,3 +266,19 @@ async def test_source_file_is_read_like_stdin(sim: RunningSimulator, tmp_path: P
     done = await rerun(sim, tmp_path / "l.jsonl", b"", source=str(source))
     assert done.result.tally.succeeded == 2
     assert read_ledger(tmp_path / "l.jsonl")[0]["event"] == "session_started"
+
+
+async def test_a_torn_ledger_line_is_skipped_with_a_warning(
+    sim: RunningSimulator, ledger: Path
+) -> None:
+    done = {"event": "succeeded", "original_run_id": "fl_run_old1", "at": "x"}
+    ledger.write_bytes(json.dumps(done).encode() + b'\n{"event": "dispatched", "original_ru')
+    with capture_logs() as logs:
+        again = await rerun(sim, ledger, ["fl_run_old1", "fl_run_new1"])
+    warning = next(e for e in logs if e["event"] == "ledger.corrupt_lines")
+    assert warning["log_level"] == "warning"
+    assert warning["lines"] == [2]
+    assert again.result.tally.skipped_succeeded == 1
+    assert sorted(sim.state.stats.accepted) == ["fl_run_new1"]
+    # The next record starts on a line of its own, so the ledger stays readable.
+    assert again.records[-1]["event"] == "session_ended"
