@@ -1,56 +1,25 @@
 """The `orchestrator` command: parse arguments, call a command, map its result to an exit code.
 
-No business logic lives here. Every error a user can cause ends in one line on stderr and
-exit 2; a bug ends in one line too, with the traceback (token scrubbed) at --log-level debug.
+No business logic lives here; each subcommand is a module of `orchestrator.commands`.
+Every error a user can cause ends in one line on stderr and exit 2; a bug ends in one
+line too, with the traceback (token scrubbed) at --log-level debug.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-import anyio
 import structlog
 
 from . import __version__
-from .console import LEVELS, configure_logging
-from .engine import InputError, run_rerun
-from .ledger import FsyncPolicy, LedgerLocked
-from .report import ExitCode, StopReason, exit_code, summary
-from .settings import ConfigError, RerunSettings, build_settings, environ, load_token
-from .simulator import serve
+from .commands import rerun, simulate
+from .report import ExitCode
+from .settings import ConfigError
 
 PROG = "orchestrator"
-
-RERUN_EXAMPLES = """\
-examples:
-  # rerun every ID in a file, at the documented 60 requests/min
-  ALTOSTRAT_TOKEN=... orchestrator rerun failed-ids.txt
-
-  # see what would be sent, skipped and rejected, without sending anything
-  orchestrator rerun failed-ids.txt --dry-run
-
-  # resume after a crash; also resend IDs that failed last time
-  orchestrator rerun failed-ids.txt --retry-failed
-
-  # read IDs (or JSON run objects) from a pipe, against a local simulator
-  cat ids.txt | orchestrator rerun - --base-url http://127.0.0.1:8080 --rate 10/s
-"""
-
-# settings field -> the flag that sets it, so validation errors name what the user typed
-FLAGS = {
-    "source": "SOURCE",
-    "ledger": "--ledger",
-    "base_url": "--base-url",
-    "concurrency": "--concurrency",
-    "rate": "--rate",
-    "max_attempts": "--max-attempts",
-    "timeout": "--timeout",
-    "fsync": "--fsync",
-}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,134 +36,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    rerun = commands.add_parser(
-        "rerun",
-        help="rerun every run ID read from a file or stdin",
-        description=(
-            "Send POST /workflows/runs/{id}/rerun for every run ID in SOURCE, at most "
-            "--concurrency at once and no faster than --rate, recording every step in a "
-            "JSONL ledger so that a second run resumes and nothing is rerun twice. "
-            "The token comes from ALTOSTRAT_TOKEN or --token-file."
-        ),
-        epilog=RERUN_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add = rerun.add_argument
-    S = argparse.SUPPRESS  # unset flags stay unset, so defaults live in one place: settings
-    add(
-        "source",
-        nargs="?",
-        default=S,
-        metavar="SOURCE",
-        help="file of run IDs, or - for stdin (default)",
-    )
-    add(
-        "--ledger",
-        type=Path,
-        default=S,
-        metavar="PATH",
-        help="JSONL ledger (default rerun-ledger.jsonl)",
-    )
-    add(
-        "--base-url",
-        default=S,
-        metavar="URL",
-        help="API base URL (default $ALTOSTRAT_BASE_URL or https://v1.api.altostrat.io)",
-    )
-    add(
-        "--concurrency",
-        type=int,
-        default=S,
-        metavar="N",
-        help="requests in flight at most (default 8)",
-    )
-    add("--rate", default=S, metavar="RATE", help="N/s, N/min, N/h or none (default 60/min)")
-    add(
-        "--max-attempts",
-        type=int,
-        default=S,
-        metavar="N",
-        help="attempts per ID in all (default 5)",
-    )
-    add(
-        "--timeout",
-        type=float,
-        default=S,
-        metavar="SECONDS",
-        help="per-request timeout (default 30)",
-    )
-    add("--retry-failed", action="store_true", default=S, help="resend IDs the ledger says failed")
-    add(
-        "--retry-in-doubt",
-        action="store_true",
-        default=S,
-        help="resend IDs that may or may not have been accepted",
-    )
-    add(
-        "--dry-run",
-        action="store_true",
-        default=S,
-        help="validate and plan; send and write nothing",
-    )
-    add(
-        "--fsync",
-        choices=[p.value for p in FsyncPolicy],
-        default=S,
-        help="ledger durability (default batch)",
-    )
-    add("--log-level", choices=LEVELS, default=S, help="default info")
-    add(
-        "--log-format",
-        choices=("auto", "json", "console"),
-        default=S,
-        help="default auto: console on a terminal, else JSON",
-    )
-    add(
-        "--token-file",
-        type=Path,
-        metavar="PATH",
-        help="read the API token from this file instead of $ALTOSTRAT_TOKEN",
-    )
-
-    simulate = commands.add_parser(
-        "simulate",
-        help="run the embedded Altostrat API simulator on loopback",
-        description="A stand-in of the Altostrat workflow API, for trying orchestrator safely.",
-    )
-    serve.add_arguments(simulate)
+    for command in (rerun, simulate):
+        command.add_parser(commands)
     return parser
-
-
-def _rerun(args: argparse.Namespace) -> int:
-    given = {k: v for k, v in vars(args).items() if k in RerunSettings.model_fields}
-    env = environ()
-    settings = build_settings(given, env, FLAGS)
-    token = None if settings.dry_run else load_token(env, args.token_file)
-    configure_logging(settings.log_level, settings.log_format, secrets=[token] if token else [])
-    log = structlog.get_logger(PROG)
-    try:
-        result = anyio.run(run_rerun, settings, token)
-    except LedgerLocked:
-        raise ConfigError(
-            f"ledger {settings.ledger} is in use by another orchestrator process; "
-            "wait for it to finish or use another --ledger"
-        ) from None
-    except InputError as exc:
-        log.error("input.unreadable", source=settings.source, error=str(exc))  # noqa: TRY400
-        return ExitCode.INCOMPLETE
-    fields = summary(result)
-    level = "error" if result.reason is StopReason.ABORTED else "info"
-    getattr(log, level)("rerun.summary", **fields)
-    return exit_code(result)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        if args.command == "simulate":
-            return int(serve.run(args))
-        return _rerun(args)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return int(handler(args))
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE

@@ -50,7 +50,7 @@ from .ledger import (
 )
 from .ledger import Failed as FailedRecord
 from .ledger import Rejected as RejectedRecord
-from .pacing import Backoff, Clock, Pause, RealClock, TokenBucket
+from .pacing import Backoff, Clock, Pacer, RealClock
 from .report import RunResult, StopReason, Tally, exit_code
 from .settings import ConfigError, RerunSettings
 
@@ -135,8 +135,7 @@ class Rerun:
         self._ids = resume.ids
         self._plumbing = plumbing
         self._clock = plumbing.clock
-        self._pause = Pause(plumbing.clock)
-        self._bucket = TokenBucket(settings.rate, plumbing.clock)
+        self._pacer = Pacer(settings.rate, plumbing.clock)
         self._stop_reason: StopReason | None = None
         self._abort_detail: str | None = None
         self._waits: set[anyio.CancelScope] = set()
@@ -307,20 +306,13 @@ class Rerun:
                 self._waits.discard(scope)
         return not self.stopping
 
-    async def _take_turn(self) -> None:
-        while True:
-            await self._pause.wait()
-            await self._bucket.acquire()
-            if self._pause.remaining == 0:  # a Retry-After may have come while we waited
-                return
-
     async def _rerun_one(self, run_id: str) -> None:
         assert self._client is not None
         assert self._writer is not None
         last: Retryable | None = None
         flagged = False  # as possibly duplicated
         for attempt in range(1, self.settings.max_attempts + 1):
-            if not await self._unless_stopped(self._take_turn):
+            if not await self._unless_stopped(self._pacer.turn):
                 self._stopped_between_attempts(run_id, last)
                 return
             self._in_flight.add(run_id)
@@ -370,10 +362,8 @@ class Rerun:
             )
         )
         self.tally.retries += 1
-        if outcome.retry_after is not None:
-            if outcome.retry_after > self._pause.remaining:
-                log.info("rerun.paused", seconds=outcome.retry_after, run_id=run_id)
-            self._pause.pause_for(outcome.retry_after)
+        if outcome.retry_after is not None and self._pacer.hold_all(outcome.retry_after):
+            log.info("rerun.paused", seconds=outcome.retry_after, run_id=run_id)
         log.info(
             "rerun.retry",
             run_id=run_id,

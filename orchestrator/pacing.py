@@ -88,6 +88,29 @@ class Pause:
             await self._clock.sleep(left)
 
 
+class Pacer:
+    """The one gate every request passes, whatever its endpoint (the API's limit is per
+    token): first the shared pause, then the token bucket."""
+
+    def __init__(self, per_second: float | None, clock: Clock, burst: int = 1) -> None:
+        self.pause = Pause(clock)
+        self.bucket = TokenBucket(per_second, clock, burst)
+
+    async def turn(self) -> None:
+        """Wait until a request may leave."""
+        while True:
+            await self.pause.wait()
+            await self.bucket.acquire()
+            if self.pause.remaining == 0:  # a Retry-After may have come while we waited
+                return
+
+    def hold_all(self, seconds: float) -> bool:
+        """Pause every worker for a Retry-After; True when that lengthened the pause."""
+        longer = seconds > self.pause.remaining
+        self.pause.pause_for(seconds)
+        return longer
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """Capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential

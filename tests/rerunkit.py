@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.cli import FLAGS
+from orchestrator.commands.rerun import FLAGS
 from orchestrator.engine import Plumbing, run_rerun
 from orchestrator.report import RunResult
 from orchestrator.settings import build_settings

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import FLAGS
+from orchestrator.commands.rerun import FLAGS
 from orchestrator.settings import ConfigError, build_settings, load_token
 
 
