@@ -16,13 +16,15 @@ have accepted it unseen (504, a timeout or a dropped connection: the ID is *in d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Final
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .pacing import parse_retry_after
+from .pacing import RateHint, parse_retry_after
 
 DEFAULT_BASE_URL: Final = "https://v1.api.altostrat.io"
 # A rerun answer is a few kB; reading more than this is a broken or hostile server.
@@ -53,6 +55,7 @@ class Accepted:
     new_run_status: str | None
     # The body could not be read: the rerun happened, but we do not know the new run.
     bad_response: bool = False
+    hint: RateHint | None = None  # what the server said of its rate limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +64,21 @@ class Retryable:
     error: str
     resendable: bool
     retry_after: float | None = None
+    hint: RateHint | None = None  # what the server said of its rate limit
 
 
 @dataclass(frozen=True, slots=True)
 class Failed:
     http_status: int | None
     error: str
+    hint: RateHint | None = None  # what the server said of its rate limit
 
 
 @dataclass(frozen=True, slots=True)
 class Abort:
     http_status: int
     error: str
+    hint: RateHint | None = None  # what the server said of its rate limit
 
 
 Outcome = Accepted | Retryable | Failed | Abort
@@ -100,6 +106,54 @@ def classify_status(status: int, retry_after: str | None) -> Outcome | None:
     return Failed(status, "unexpected_status")
 
 
+# X-RateLimit-Limit states no window; Laravel's, and so Altostrat's, is one minute.
+_X_RATELIMIT_WINDOW_S: Final = 60.0
+_QUOTA: Final = re.compile(r"^\s*(\d+)\s*$")
+
+
+def _whole(value: str | None) -> int | None:
+    if value is None or (match := _QUOTA.match(value)) is None:
+        return None
+    return int(match.group(1))
+
+
+def _policy_rate(policy: str) -> float | None:
+    """The sustained rate of an IETF RateLimit-Policy header: the strictest q/w of its
+    policies. Reads both `100;w=60` (drafts up to -06) and `"p";q=100;w=60` (later)."""
+    rates = []
+    for item in policy.split(","):
+        head, *params = (part.strip() for part in item.split(";"))
+        named = dict(p.split("=", 1) for p in params if "=" in p)
+        quota = _whole(named.get("q", head))
+        window = _whole(named.get("w"))
+        if quota is not None and window:
+            rates.append(quota / window)
+    return min(rates) if rates else None
+
+
+def _ietf_remaining(field: str) -> int | None:
+    """`r=` of a structured `RateLimit` header (draft -07 on), or `remaining=` (earlier)."""
+    match = re.search(r"(?:^|[;,\s])(?:r|remaining)=(\d+)", field)
+    return int(match.group(1)) if match else None
+
+
+def rate_hint(headers: Mapping[str, str]) -> RateHint | None:
+    """What the answer's headers say of the rate limit, or None when they say nothing."""
+    per_second = None
+    if (policy := headers.get("RateLimit-Policy")) is not None:
+        per_second = _policy_rate(policy)
+    if per_second is None and (limit := _whole(headers.get("X-RateLimit-Limit"))):
+        per_second = limit / _X_RATELIMIT_WINDOW_S
+    remaining = _whole(headers.get("X-RateLimit-Remaining"))
+    if remaining is None:
+        remaining = _whole(headers.get("RateLimit-Remaining"))
+    if remaining is None and (field := headers.get("RateLimit")) is not None:
+        remaining = _ietf_remaining(field)
+    if per_second is None and remaining is None:
+        return None
+    return RateHint(per_second, remaining)
+
+
 def parse_accepted(status: int, body: bytes) -> Accepted:
     try:
         parsed = RerunResponse.model_validate_json(body)
@@ -125,16 +179,17 @@ class AltostratClient:
             async with self._session.post(
                 url, headers=self._headers, timeout=self._timeout, allow_redirects=False
             ) as response:
+                hint = rate_hint(response.headers)
                 outcome = classify_status(response.status, response.headers.get("Retry-After"))
                 if outcome is not None:
-                    return outcome
+                    return replace(outcome, hint=hint)
                 # From here on the server has accepted: whatever goes wrong reading the body,
                 # the rerun exists and must never be sent again.
                 try:
                     body = await response.content.read(MAX_BODY_BYTES)
                 except (aiohttp.ClientError, TimeoutError):
-                    return Accepted(response.status, None, None, bad_response=True)
-                return parse_accepted(response.status, body)
+                    return Accepted(response.status, None, None, bad_response=True, hint=hint)
+                return replace(parse_accepted(response.status, body), hint=hint)
         except aiohttp.ConnectionTimeoutError:
             # The connection never opened, so the request never left.
             return Retryable(None, "timeout", True)
@@ -144,3 +199,121 @@ class AltostratClient:
             return Retryable(None, "connection", True)
         except aiohttp.ClientError:
             return Retryable(None, "connection", False)
+
+    # ---- reading runs: a GET is idempotent, so every failure to get an answer may be retried
+
+    async def get_run(self, run_id: str) -> RunObject | Retryable | Failed | Abort:
+        """One run as it stands now: `GET /workflows/runs/{runId}`."""
+        if not _safe_segment(run_id):
+            return Failed(None, "invalid_id")
+        answer = await self._get(f"/workflows/runs/{run_id}", None, MAX_BODY_BYTES)
+        if not isinstance(answer, _Body):
+            return answer
+        try:
+            return RunObject.model_validate_json(answer.body)
+        except ValidationError:
+            return Retryable(answer.http_status, "bad_response", True)
+
+    async def list_executions(
+        self, workflow_id: str, page: int
+    ) -> ExecutionsPage | Retryable | Failed | Abort:
+        """One page of a workflow's runs, newest first: `GET /workflows/{id}/executions`."""
+        if not _safe_segment(workflow_id):
+            return Failed(None, "invalid_id")
+        path = f"/workflows/{workflow_id}/executions"
+        answer = await self._get(path, {"page": str(page)}, MAX_PAGE_BYTES)
+        if not isinstance(answer, _Body):
+            return answer
+        try:
+            return ExecutionsPage.model_validate_json(answer.body)
+        except ValidationError:
+            # Most likely cut off on the way; asking again is harmless.
+            return Retryable(answer.http_status, "bad_response", True)
+
+    async def _get(
+        self, path: str, params: dict[str, str] | None, cap: int
+    ) -> _Body | Retryable | Failed | Abort:
+        try:
+            async with self._session.get(
+                self._base + path,
+                params=params,
+                headers=self._headers,
+                timeout=self._timeout,
+                allow_redirects=False,  # the token goes to the base URL and nowhere else
+            ) as response:
+                outcome = classify_status(response.status, response.headers.get("Retry-After"))
+                if isinstance(outcome, Retryable | Failed | Abort):
+                    return outcome
+                body = await _read_capped(response.content, cap)
+                if body is None:
+                    return Failed(response.status, "response_too_large")
+                return _Body(response.status, body)
+        except TimeoutError:  # connect or read timeout: nothing was changed, so nothing in doubt
+            return Retryable(None, "timeout", True)
+        except aiohttp.ClientError:
+            return Retryable(None, "connection", True)
+
+
+# A page of runs with their logs can be large; beyond this the server is broken or hostile.
+MAX_PAGE_BYTES: Final = 16 << 20
+
+
+class RunObject(BaseModel):
+    """A workflow run as `GET /workflows/runs/{id}` and the executions list show it: the
+    documented fields, and `created_at` when the server sends one. Timestamps stay text:
+    reading them is the caller's job, so one odd timestamp never costs the whole run."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str
+    status: str | None = None
+    error_message: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    duration_in_seconds: float | None = None
+    created_at: str | None = None
+
+
+class PageLinks(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    next: str | None = None
+
+
+class PageMeta(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    current_page: int | None = None
+    last_page: int | None = None
+    per_page: int | None = None
+    total: int | None = None
+
+
+class ExecutionsPage(BaseModel):
+    """One page of `GET /workflows/{id}/executions` (Laravel's paginator). The run objects
+    in `data` are kept as sent, to be read one by one: one odd item never costs the page."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    data: list[object]
+    links: PageLinks | None = None
+    meta: PageMeta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    http_status: int
+    body: bytes
+
+
+def _safe_segment(text: str) -> bool:
+    """True when `text` can go into a URL path as it is: an ID, not a path or a query."""
+    return bool(text) and text.isascii() and all(c.isalnum() or c in "_-" for c in text)
+
+
+async def _read_capped(content: aiohttp.StreamReader, cap: int) -> bytes | None:
+    """The whole body, or None when it is longer than `cap` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

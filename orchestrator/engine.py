@@ -35,6 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from . import __version__
 from .api import Abort, Accepted, AltostratClient, Failed, Outcome, Retryable
+from .budget import ErrorBudget
 from .ids import Rejected, parse_line, read_capped_lines
 from .ledger import (
     AttemptFailed,
@@ -50,7 +51,7 @@ from .ledger import (
 )
 from .ledger import Failed as FailedRecord
 from .ledger import Rejected as RejectedRecord
-from .pacing import Backoff, Clock, Pacer, RealClock
+from .pacing import Answer, Backoff, Clock, Pacer, RealClock
 from .report import RunResult, StopReason, Tally, exit_code
 from .settings import ConfigError, RerunSettings
 
@@ -135,7 +136,12 @@ class Rerun:
         self._ids = resume.ids
         self._plumbing = plumbing
         self._clock = plumbing.clock
-        self._pacer = Pacer(settings.rate, plumbing.clock)
+        self._pacer = Pacer(
+            settings.rate, plumbing.clock, circuit_threshold=settings.circuit_threshold
+        )
+        self._budget = ErrorBudget(
+            settings.max_failures, settings.max_client_failures, settings.max_server_failures
+        )
         self._stop_reason: StopReason | None = None
         self._abort_detail: str | None = None
         self._waits: set[anyio.CancelScope] = set()
@@ -328,6 +334,7 @@ class Rerun:
             self._in_flight.discard(run_id)
             self.tally.requests += 1
             self.tally.by_status[_status_key(outcome)] += 1
+            self._learn(outcome)
             if not isinstance(outcome, Retryable) or attempt == self.settings.max_attempts:
                 self._settle(run_id, attempt, outcome)
                 return
@@ -362,8 +369,6 @@ class Rerun:
             )
         )
         self.tally.retries += 1
-        if outcome.retry_after is not None and self._pacer.hold_all(outcome.retry_after):
-            log.info("rerun.paused", seconds=outcome.retry_after, run_id=run_id)
         log.info(
             "rerun.retry",
             run_id=run_id,
@@ -371,6 +376,30 @@ class Rerun:
             http_status=outcome.http_status,
             error=outcome.error,
         )
+
+    def _learn(self, outcome: Outcome) -> None:
+        """Tell pacing what this answer says of the server's limit and health."""
+        retry_after = outcome.retry_after if isinstance(outcome, Retryable) else None
+        events = self._pacer.observe(_answer_of(outcome), retry_after)
+        if events.paused:
+            log.info("rerun.paused", seconds=retry_after, detail="Retry-After: every worker waits")
+        if (change := events.rate) is not None:
+            fields = {"old_per_s": _rounded(change.old), "new_per_s": _rounded(change.new)}
+            if change.settled:
+                log.info("rate.settled", per_s=_rounded(change.new))
+            elif change.reason == "server_headers":
+                log.info("rate.from_server", **fields)
+            else:
+                log.debug("rate.throttled", **fields)
+        if events.circuit == "opened":
+            self.tally.circuit_opened += 1
+            log.warning(
+                "circuit.opened",
+                pause_s=self._pacer.circuit.backoff_s,
+                detail="the service keeps failing; sending pauses, then one probe request",
+            )
+        elif events.circuit == "closed":
+            log.info("circuit.closed")
 
     def _settle(self, run_id: str, attempt: int, outcome: Outcome) -> None:
         """Record the last word on an ID: accepted, failed for good, or the run aborts."""
@@ -391,6 +420,7 @@ class Rerun:
                 )
                 self._ids[run_id] = IdState.SUCCEEDED
                 self.tally.succeeded += 1
+                self._budget.succeeded()
                 if outcome.bad_response:
                     self.tally.bad_response += 1
                     log.warning("rerun.unreadable_response", run_id=run_id)
@@ -435,6 +465,22 @@ class Rerun:
                     error=outcome.error,
                     attempts=attempt,
                 )
+                if (spent := self._budget.failed_with(outcome.error)) and not self.stopping:
+                    log.error("rerun.budget_exhausted", detail=spent)
+                    self.request_stop(StopReason.BUDGET, spent)
+
+
+_FAULTS: Final = frozenset({"server_error", "timeout", "connection"})
+
+
+def _answer_of(outcome: Outcome) -> Answer:
+    throttled = isinstance(outcome, Retryable) and outcome.http_status == 429
+    fault = isinstance(outcome, Retryable | Failed) and outcome.error in _FAULTS
+    return Answer(throttled=throttled, fault=fault, hint=outcome.hint)
+
+
+def _rounded(rate: float | None) -> float | None:
+    return None if rate is None else round(rate, 3)
 
 
 def _status_key(outcome: Outcome) -> str:

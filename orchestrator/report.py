@@ -23,6 +23,7 @@ class ExitCode(enum.IntEnum):
 class StopReason(enum.StrEnum):
     COMPLETED = "completed"
     ABORTED = "aborted"  # the server refused the token
+    BUDGET = "budget_exhausted"  # the error budget is spent
     SIGINT = "sigint"
     SIGTERM = "sigterm"
 
@@ -46,6 +47,7 @@ class Tally:
     retries: int = 0
     by_status: Counter[str] = field(default_factory=Counter)  # "202", "429", "timeout", …
     in_doubt: list[str] = field(default_factory=list)
+    circuit_opened: int = 0
     # Sent again after an attempt the server may have accepted unseen (a timeout, a cut
     # connection, a 504): these may have been rerun twice.
     resent_after_doubt: list[str] = field(default_factory=list)
@@ -72,7 +74,7 @@ class RunResult:
 def exit_code(result: RunResult) -> ExitCode:
     """The process exit code of a finished run: the stop reason first, then the outcomes."""
     match result.reason:
-        case StopReason.ABORTED:
+        case StopReason.ABORTED | StopReason.BUDGET:
             return ExitCode.ABORTED
         case StopReason.SIGINT:
             return ExitCode.SIGINT
@@ -109,6 +111,7 @@ def summary(result: RunResult) -> dict[str, object]:
         "requests": tally.requests,
         "retries": tally.retries,
         "requests_by_status": dict(sorted(tally.by_status.items())),
+        "circuit_opened": tally.circuit_opened,
         "elapsed_s": round(result.elapsed_s, 3),
         "effective_rate_per_s": round(rate, 3),
         "ledger": result.ledger,

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from yarl import URL
 
 from .api import DEFAULT_BASE_URL
+from .budget import Limit
 from .ledger import FsyncPolicy
 from .rates import parse_rate
 
@@ -40,6 +41,12 @@ class RerunSettings(BaseModel):
     retry_in_doubt: bool = False
     dry_run: bool = False
     fsync: FsyncPolicy = FsyncPolicy.BATCH
+    # The error budget (see budget.py); None is no limit.
+    max_failures: Limit | None = None
+    max_client_failures: Limit | None = None
+    max_server_failures: Limit | None = None
+    # Faults in a row (5xx, timeouts, connection errors) that open the circuit; 0 is off.
+    circuit_threshold: int = Field(default=10, ge=0, le=100_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -47,6 +54,11 @@ class RerunSettings(BaseModel):
     @classmethod
     def _parse_rate(cls, value: object) -> object:
         return parse_rate(value) if isinstance(value, str) else value
+
+    @field_validator("max_failures", "max_client_failures", "max_server_failures", mode="before")
+    @classmethod
+    def _parse_limit(cls, value: object) -> object:
+        return Limit.parse(value) if isinstance(value, str) else value
 
     @field_validator("base_url")
     @classmethod

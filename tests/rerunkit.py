@@ -11,6 +11,7 @@ from pathlib import Path
 
 from orchestrator.commands.rerun import FLAGS
 from orchestrator.engine import Plumbing, run_rerun
+from orchestrator.pacing import Backoff
 from orchestrator.report import RunResult
 from orchestrator.settings import build_settings
 from orchestrator.simulator import RunningSimulator
@@ -49,6 +50,7 @@ async def rerun(
     *,
     clock: FakeClock | None = None,
     token: str | None = None,
+    backoff: Backoff | None = None,
     **flags: object,
 ) -> Outcome:
     """Run one session over `lines` (given on stdin) with `--rate none` unless told otherwise."""
@@ -63,6 +65,7 @@ async def rerun(
         handle_signals=False,
         stdin=io.BytesIO(data),
         stdout=out,
+        backoff=backoff or Backoff(),
     )
     result = await run_rerun(settings, token or sim.config.token, plumbing)
     return Outcome(result, read_ledger(ledger), out.getvalue())

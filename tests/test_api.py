@@ -18,7 +18,9 @@ from orchestrator.api import (
     Retryable,
     classify_status,
     parse_accepted,
+    rate_hint,
 )
+from orchestrator.pacing import RateHint
 
 
 class _Response(aiohttp.ClientResponse):
@@ -116,3 +118,29 @@ async def test_retry_after_header_reaches_the_outcome() -> None:
         async with aiohttp.ClientSession() as session:
             outcome = await AltostratClient(session, BASE, "t0ken", 5).rerun("fl_run_a")
     assert outcome == Retryable(429, "rate_limited", True, 12.0)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, None),
+        ({"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "59"}, RateHint(1.0, 59)),
+        ({"X-RateLimit-Remaining": "3"}, RateHint(None, 3)),
+        ({"RateLimit-Policy": "100;w=10"}, RateHint(10.0, None)),
+        (
+            {"RateLimit-Policy": '"burst";q=100;w=60, "day";q=1000;w=86400'},
+            RateHint(1000 / 86400, None),
+        ),
+        (
+            {"RateLimit-Policy": "10;w=1", "RateLimit": "limit=10, remaining=4, reset=1"},
+            RateHint(10.0, 4),
+        ),
+        ({"RateLimit-Policy": '"p";q=50;w=1', "RateLimit": '"p";r=7;t=1'}, RateHint(50.0, 7)),
+        ({"RateLimit-Policy": "bogus", "X-RateLimit-Limit": "120"}, RateHint(2.0, None)),
+        ({"X-RateLimit-Limit": "lots"}, None),
+    ],
+)
+def test_rate_limit_headers_become_a_hint(
+    headers: dict[str, str], expected: RateHint | None
+) -> None:
+    assert rate_hint(headers) == expected

@@ -40,6 +40,10 @@ FLAGS = {
     "max_attempts": "--max-attempts",
     "timeout": "--timeout",
     "fsync": "--fsync",
+    "max_failures": "--max-failures",
+    "max_client_failures": "--max-client-failures",
+    "max_server_failures": "--max-server-failures",
+    "circuit_threshold": "--circuit-threshold",
 }
 
 
@@ -118,6 +122,25 @@ def add_parser(commands: Subcommands) -> None:
         choices=[p.value for p in FsyncPolicy],
         default=S,
         help="ledger durability (default batch)",
+    )
+    budget = rerun.add_argument_group(
+        "error budget",
+        "stop sending (exit 3) once this many IDs failed for good: a count N, or P% of the "
+        "IDs settled so far (judged from 20 on); 429s never count",
+    )
+    for flag, what in (
+        ("--max-failures", "failures of any kind"),
+        ("--max-client-failures", "4xx failures: the input is wrong"),
+        ("--max-server-failures", "5xx, timeout and connection failures: the service is sick"),
+    ):
+        budget.add_argument(flag, default=S, metavar="N|P%", help=what)
+    budget.add_argument(
+        "--circuit-threshold",
+        type=int,
+        default=S,
+        metavar="N",
+        help="faults in a row that pause all sending, with growing backoff and a probe "
+        "before resuming (default 10; 0 turns it off)",
     )
     add("--log-level", choices=LEVELS, default=S, help="default info")
     add(

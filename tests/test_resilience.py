@@ -1,0 +1,115 @@
+"""Error budget, circuit breaker and the server's stated limit, end to end against the
+simulator on loopback, on a virtual clock both sides share."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from orchestrator.pacing import Backoff
+from orchestrator.report import ExitCode, StopReason, exit_code, summary
+from orchestrator.simulator import RunningSimulator, SimConfig
+from tests.fakeclock import FakeClock
+from tests.rerunkit import make_ids, rerun
+
+# Backoff so small that a gap between requests can only be the circuit's doing.
+TINY_BACKOFF = Backoff(base_s=0.001, cap_s=0.001)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.jsonl"
+
+
+async def test_spent_error_budget_stops_sending_and_exits_3(ledger: Path) -> None:
+    ids = make_ids(40)
+    config = SimConfig(accept_any=True, script={i: [404] for i in ids[2:8]})
+    async with RunningSimulator(config) as sim:
+        done = await rerun(sim, ledger, ids, concurrency=1, max_client_failures="3")
+        assert done.result.reason is StopReason.BUDGET
+        assert exit_code(done.result) == ExitCode.ABORTED
+        fields = summary(done.result)
+        assert fields["abort_detail"] == (
+            "3 client failures (4xx) of 5 settled IDs reached the limit of 3"
+        )
+        assert fields["in_doubt"] == 0
+        # Nothing was sent after the third failure, and nothing in flight was lost.
+        rerun_posts = [e for e in sim.state.request_log if e.method == "POST"]
+        assert len(rerun_posts) == 5
+        assert len(done.events("failed")) == 3
+        assert len(done.events("succeeded")) == 2
+
+
+async def test_server_failures_have_their_own_budget(ledger: Path) -> None:
+    ids = make_ids(20)
+    script: dict[str, list[str | int]] = {i: [404] for i in ids[:5]}
+    script.update({i: [503, 503] for i in ids[5:8]})
+    async with RunningSimulator(SimConfig(accept_any=True, script=script)) as sim:
+        done = await rerun(
+            sim,
+            ledger,
+            ids,
+            concurrency=1,
+            max_attempts=2,
+            backoff=TINY_BACKOFF,
+            max_server_failures="2",
+            circuit_threshold=0,
+        )
+    assert done.result.tally.failed == {"not_found": 5, "server_error": 2}
+    assert done.result.reason is StopReason.BUDGET
+
+
+async def test_open_circuit_pauses_sending_with_growing_backoff_then_probes(
+    ledger: Path,
+) -> None:
+    ids = make_ids(6)
+    # Four 503s in a row for each of the first two IDs: two short outages.
+    config = SimConfig(accept_any=True, script={ids[0]: [503] * 4, ids[1]: [503] * 4})
+    clock = FakeClock()
+    async with RunningSimulator(config, clock=clock.now) as sim:
+        with capture_logs() as logs:
+            done = await rerun(
+                sim,
+                ledger,
+                ids,
+                clock=clock,
+                concurrency=1,
+                max_attempts=5,
+                backoff=TINY_BACKOFF,
+                circuit_threshold=3,
+            )
+    posts = [e for e in sim.state.request_log if e.method == "POST"]
+    first = [e.at for e in posts if e.run_id == ids[0]]
+    gaps = [b - a for a, b in itertools.pairwise(first)]
+    # Three faults open the circuit for 1 s: the fourth attempt is the probe. It fails,
+    # so the circuit opens for 2 s; the fifth attempt, the next probe, succeeds.
+    assert all(g <= 0.001 for g in gaps[:2])
+    assert gaps[2] >= 1.0
+    assert gaps[3] >= 2.0
+    assert [e.status for e in posts if e.run_id == ids[0]] == [503, 503, 503, 503, 202]
+    # Closed again: the healthy IDs go out without a pause.
+    rest = [e.at for e in posts if e.run_id in ids[2:]]
+    assert max(rest) - min(rest) <= 0.001
+    assert done.result.tally.circuit_opened == 4
+    circuit_events = [e["event"] for e in logs if e["event"].startswith("circuit.")]
+    assert circuit_events == ["circuit.opened", "circuit.opened", "circuit.closed"] * 2
+    assert exit_code(done.result) == ExitCode.OK
+
+
+async def test_a_limit_stated_in_headers_sets_the_pace_of_every_worker(ledger: Path) -> None:
+    """The server's X-RateLimit-Limit (300/min) paces eight workers, unasked, at 5/s: after
+    the first wave (sent before any answer came) there is no 429 at all."""
+    clock = FakeClock(autojump=False)
+    config = SimConfig(accept_any=True, rate=5.0, burst=1)
+    async with RunningSimulator(config, clock=clock.now) as sim, clock.driven():
+        with capture_logs() as logs:
+            done = await rerun(sim, ledger, make_ids(40), clock=clock, rate="none", concurrency=8)
+    learned = next(e for e in logs if e["event"] == "rate.from_server")
+    assert learned["new_per_s"] == 5.0
+    posts = [e for e in sim.state.request_log if e.method == "POST"]
+    first_wave = 8
+    assert all(e.status == 202 for e in posts[2 * first_wave :])
+    assert done.result.tally.succeeded == 40
