@@ -53,6 +53,8 @@ class SimConfig:
     retry_after: bool = True
     # Same for X-RateLimit-Reset, so a client can be tested with no hint at all.
     rate_limit_reset: bool = True
+    # False sends no X-RateLimit-* header at all: the limit is the client's to discover.
+    rate_limit_headers: bool = True
     # Real-time delay before every API answer: lognormal, median `latency_ms`,
     # sigma `latency_spread` (0 = always exactly the median).
     latency_ms: float = 0.0

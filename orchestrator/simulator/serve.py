@@ -91,6 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="leave Retry-After off 429 answers",
     )
+    limits.add_argument(
+        "--no-rate-limit-headers",
+        dest="rate_limit_headers",
+        action="store_false",
+        help="send no X-RateLimit-* headers: the client must discover the limit",
+    )
     faults = parser.add_argument_group("faults (rerun requests only)")
     faults.add_argument(
         "--latency", type=_seconds, default=0.0, metavar="MS", help="median latency in ms"
@@ -136,6 +142,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         rate=args.rate,
         burst=args.burst,
         retry_after=args.retry_after,
+        rate_limit_headers=args.rate_limit_headers,
         latency_ms=args.latency,
         latency_spread=args.latency_spread,
         slow_s=args.slow_seconds,

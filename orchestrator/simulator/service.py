@@ -125,16 +125,16 @@ def _rate_limit(state: SimState, now: float) -> tuple[dict[str, str], Reply | No
     size = config.bucket_size
     bucket = state.buckets.get(config.token) or full_bucket(size, now)
     verdict, state.buckets[config.token] = take(bucket, now, rate=config.rate, size=size)
-    headers = {
-        "X-RateLimit-Limit": str(limit_per_minute(config.rate)),
-        "X-RateLimit-Remaining": str(verdict.remaining),
-    }
+    headers: dict[str, str] = {}
+    if config.rate_limit_headers:
+        headers["X-RateLimit-Limit"] = str(limit_per_minute(config.rate))
+        headers["X-RateLimit-Remaining"] = str(verdict.remaining)
     if verdict.allowed:
         return headers, None
     refused = dict(headers)
     if config.retry_after:
         refused["Retry-After"] = str(retry_after_seconds(verdict.wait_s))
-    if config.rate_limit_reset:
+    if config.rate_limit_reset and config.rate_limit_headers:
         reset = state.wall_at(now + verdict.wait_s).timestamp()
         refused["X-RateLimit-Reset"] = str(math.ceil(reset))
     return headers, status_reply(429, refused)

@@ -71,6 +71,17 @@ async def test_retry_after_can_be_switched_off() -> None:
         assert bare.headers["X-RateLimit-Remaining"] == "0"
 
 
+async def test_rate_limit_headers_can_be_switched_off() -> None:
+    async with sim_harness(SimConfig(runs=3, rate=1.0, rate_limit_headers=False)) as sim:
+        run_id = sim.state.seeded_run_ids[0]
+        allowed = await sim.get_run(run_id)
+        refused = await sim.get_run(run_id)
+        assert (allowed.status, refused.status) == (200, 429)
+        for answer in (allowed, refused):
+            assert not [h for h in answer.headers if h.lower().startswith("x-ratelimit")]
+        assert refused.headers["Retry-After"] == "1"
+
+
 async def test_limit_comes_before_faults_and_404_but_after_auth() -> None:
     config = SimConfig(runs=3, rate=1.0, script={"fl_run_scripted": [503]})
     async with sim_harness(config) as sim:

@@ -32,7 +32,7 @@ def test_defaults_match_simconfig() -> None:
 def test_options_become_a_config() -> None:
     config = config_from_args(
         _parse(
-            "--rate", "120/min", "--burst", "4", "--no-retry-after",
+            "--rate", "120/min", "--burst", "4", "--no-retry-after", "--no-rate-limit-headers",
             "--latency", "25", "--latency-spread", "0.5",
             "--error-rate", "10%", "--slow-rate", "0.05", "--slow-seconds", "2",
             "--bad-body-rate", "1%", "--runs", "50", "--workflows", "4",
@@ -40,7 +40,7 @@ def test_options_become_a_config() -> None:
         )
     )  # fmt: skip
     assert config.rate == 2.0
-    assert (config.burst, config.retry_after) == (4, False)
+    assert (config.burst, config.retry_after, config.rate_limit_headers) == (4, False, False)
     assert (config.latency_ms, config.latency_spread) == (25.0, 0.5)
     faults = (config.p_500, config.p_502, config.p_503, config.p_drop)
     assert faults == pytest.approx((0.04, 0.02, 0.03, 0.01))
