@@ -24,7 +24,7 @@ from typing import Final
 import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .pacing import RateHint, parse_retry_after
+from .pacing import Answer, RateHint, parse_retry_after
 
 DEFAULT_BASE_URL: Final = "https://v1.api.altostrat.io"
 # A rerun answer is a few kB; reading more than this is a broken or hostile server.
@@ -154,6 +154,19 @@ def rate_hint(headers: Mapping[str, str]) -> RateHint | None:
     return RateHint(per_second, remaining)
 
 
+_FAULTS: Final = frozenset({"server_error", "timeout", "connection"})
+
+
+def answer_of(outcome: object) -> Answer:
+    """What pacing learns from an outcome: a throttle, a fault, a stated limit, or just an
+    answer (any other result, such as a run read back)."""
+    if not isinstance(outcome, Accepted | Retryable | Failed | Abort):
+        return Answer()
+    throttled = isinstance(outcome, Retryable) and outcome.http_status == 429
+    fault = isinstance(outcome, Retryable | Failed) and outcome.error in _FAULTS
+    return Answer(throttled=throttled, fault=fault, hint=outcome.hint)
+
+
 def parse_accepted(status: int, body: bytes) -> Accepted:
     try:
         parsed = RerunResponse.model_validate_json(body)
@@ -186,8 +199,10 @@ class AltostratClient:
                 # From here on the server has accepted: whatever goes wrong reading the body,
                 # the rerun exists and must never be sent again.
                 try:
-                    body = await response.content.read(MAX_BODY_BYTES)
+                    body = await _read_capped(response.content, MAX_BODY_BYTES)
                 except (aiohttp.ClientError, TimeoutError):
+                    body = None
+                if body is None:
                     return Accepted(response.status, None, None, bad_response=True, hint=hint)
                 return replace(parse_accepted(response.status, body), hint=hint)
         except aiohttp.ConnectionTimeoutError:
@@ -243,7 +258,7 @@ class AltostratClient:
             ) as response:
                 outcome = classify_status(response.status, response.headers.get("Retry-After"))
                 if isinstance(outcome, Retryable | Failed | Abort):
-                    return outcome
+                    return replace(outcome, hint=rate_hint(response.headers))
                 body = await _read_capped(response.content, cap)
                 if body is None:
                     return Failed(response.status, "response_too_large")

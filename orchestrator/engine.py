@@ -34,7 +34,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from . import __version__
-from .api import Abort, Accepted, AltostratClient, Failed, Outcome, Retryable
+from .api import Abort, Accepted, AltostratClient, Failed, Outcome, Retryable, answer_of
 from .budget import ErrorBudget
 from .ids import Rejected, parse_line, read_capped_lines
 from .ledger import (
@@ -51,7 +51,7 @@ from .ledger import (
 )
 from .ledger import Failed as FailedRecord
 from .ledger import Rejected as RejectedRecord
-from .pacing import Answer, Backoff, Clock, Pacer, RealClock
+from .pacing import Backoff, Clock, Pacer, RealClock
 from .report import RunResult, StopReason, Tally, exit_code
 from .settings import ConfigError, RerunSettings
 
@@ -380,7 +380,7 @@ class Rerun:
     def _learn(self, outcome: Outcome) -> None:
         """Tell pacing what this answer says of the server's limit and health."""
         retry_after = outcome.retry_after if isinstance(outcome, Retryable) else None
-        events = self._pacer.observe(_answer_of(outcome), retry_after)
+        events = self._pacer.observe(answer_of(outcome), retry_after)
         if events.paused:
             log.info("rerun.paused", seconds=retry_after, detail="Retry-After: every worker waits")
         if (change := events.rate) is not None:
@@ -468,15 +468,6 @@ class Rerun:
                 if (spent := self._budget.failed_with(outcome.error)) and not self.stopping:
                     log.error("rerun.budget_exhausted", detail=spent)
                     self.request_stop(StopReason.BUDGET, spent)
-
-
-_FAULTS: Final = frozenset({"server_error", "timeout", "connection"})
-
-
-def _answer_of(outcome: Outcome) -> Answer:
-    throttled = isinstance(outcome, Retryable) and outcome.http_status == 429
-    fault = isinstance(outcome, Retryable | Failed) and outcome.error in _FAULTS
-    return Answer(throttled=throttled, fault=fault, hint=outcome.hint)
 
 
 def _rounded(rate: float | None) -> float | None:
