@@ -15,7 +15,7 @@ from typing import NoReturn
 import structlog
 
 from . import __version__
-from .commands import rerun, simulate
+from .commands import rerun, select, simulate
 from .report import ExitCode
 from .settings import ConfigError
 
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for command in (rerun, simulate):
+    for command in (rerun, select, simulate):
         command.add_parser(commands)
     return parser
 

@@ -1,0 +1,186 @@
+"""`orchestrator select`: print the runs of workflows that match a status and a time window."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import structlog
+
+from ..console import LEVELS, configure_logging
+from ..pacing import RealClock
+from ..selection import STATUSES, Criteria, parse_time, workflow_problem
+from ..selector import (
+    SelectOutcome,
+    SelectPlumbing,
+    SelectSettings,
+    exit_code,
+    run_select,
+    summary,
+)
+from ..settings import ConfigError, build_settings, environ, load_token
+from ._types import Subcommands
+
+SELECT_EXAMPLES = """\
+examples:
+  # the failed runs of one workflow in the last hour, one ID a line
+  ALTOSTRAT_TOKEN=... orchestrator select --workflow fl_abc --status failed --since 1h
+
+  # ... and rerun them; the rate limit is per token, so give each command a share of it
+  orchestrator select --workflow fl_abc --status failed --since 1h --rate 20/min \\
+    | orchestrator rerun - --rate 40/min
+
+  # a fixed window, as JSON run objects
+  orchestrator select --workflow fl_abc --since 2026-03-02T09:10:00Z \\
+    --until 2026-03-02T09:40:00Z --json
+"""
+
+# settings field -> the flag that sets it, so validation errors name what the user typed
+FLAGS = {
+    "base_url": "--base-url",
+    "rate": "--rate",
+    "max_attempts": "--max-attempts",
+    "timeout": "--timeout",
+}
+# Flags with the same meaning and defaults as rerun's, validated by the same settings.
+_SHARED = (*FLAGS, "log_level", "log_format")
+
+
+def add_parser(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "select",
+        help="print the runs of workflows that match a status and a time window",
+        description=(
+            "Page through GET /workflows/{id}/executions for each --workflow and print the "
+            "runs that match --status, --since and --until: one run ID a line, or one JSON "
+            "run object a line with --json. `orchestrator rerun -` reads either. "
+            "The token comes from ALTOSTRAT_TOKEN or --token-file."
+        ),
+        epilog=SELECT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    S = argparse.SUPPRESS  # unset shared flags stay unset: their defaults live in settings
+    add(
+        "--workflow",
+        action="append",
+        required=True,
+        metavar="ID",
+        help="a workflow ID (fl_...); repeat for several",
+    )
+    add(
+        "--status",
+        action="append",
+        choices=STATUSES,
+        metavar="STATUS",
+        help=f"only runs in this status; repeat for several ({', '.join(STATUSES)})",
+    )
+    add(
+        "--since",
+        metavar="T",
+        help="only runs from T on: RFC 3339 (2026-03-02T09:10:00Z) or a span back (30m, 2h, 1d)",
+    )
+    add("--until", metavar="T", help="only runs before T (same forms as --since)")
+    add("--limit", type=int, metavar="N", help="print at most N runs in all")
+    add(
+        "--json",
+        dest="as_json",
+        action="store_true",
+        help="print each run as the JSON object the API gave, one a line",
+    )
+    add(
+        "--base-url",
+        default=S,
+        metavar="URL",
+        help="API base URL (default $ALTOSTRAT_BASE_URL or https://v1.api.altostrat.io)",
+    )
+    add("--rate", default=S, metavar="RATE", help="N/s, N/min, N/h or none (default 60/min)")
+    add(
+        "--max-attempts",
+        type=int,
+        default=S,
+        metavar="N",
+        help="attempts per page in all (default 5)",
+    )
+    add(
+        "--timeout",
+        type=float,
+        default=S,
+        metavar="SECONDS",
+        help="per-request timeout (default 30)",
+    )
+    add("--log-level", choices=LEVELS, default=S, help="default info")
+    add(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default=S,
+        help="default auto: console on a terminal, else JSON",
+    )
+    add(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="read the API token from this file instead of $ALTOSTRAT_TOKEN",
+    )
+    parser.set_defaults(handler=run)
+
+
+def _workflows(given: list[str]) -> tuple[str, ...]:
+    for workflow_id in given:
+        if (problem := workflow_problem(workflow_id)) is not None:
+            raise ConfigError(f"invalid --workflow {workflow_id[:140]!r}: it {problem}")
+    return tuple(dict.fromkeys(given))  # each once, in the order given
+
+
+def _criteria(args: argparse.Namespace, now: datetime) -> Criteria:
+    bounds: dict[str, datetime | None] = {}
+    for name in ("since", "until"):
+        text: str | None = getattr(args, name)
+        try:
+            bounds[name] = None if text is None else parse_time(text, now)
+        except ValueError as exc:
+            raise ConfigError(f"invalid --{name}: {exc}") from None
+    try:
+        return Criteria(frozenset(args.status or ()), bounds["since"], bounds["until"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _detach_stdout() -> None:
+    """The reader of stdout went away: point stdout at /dev/null, so that flushing it at
+    exit cannot fail again (the recipe in the docs of Python's `signal` module)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def run(args: argparse.Namespace) -> int:
+    env = environ()
+    shared = build_settings({k: v for k, v in vars(args).items() if k in _SHARED}, env, FLAGS)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("invalid --limit: must be at least 1")
+    settings = SelectSettings(
+        workflows=_workflows(args.workflow),
+        criteria=_criteria(args, datetime.now(UTC)),
+        limit=args.limit,
+        as_json=args.as_json,
+        base_url=shared.base_url,
+        rate=shared.rate,
+        max_attempts=shared.max_attempts,
+        timeout=shared.timeout,
+    )
+    token = load_token(env, args.token_file)
+    configure_logging(shared.log_level, shared.log_format, secrets=[token])
+    plumbing = SelectPlumbing(clock=RealClock(), rng=random.Random(), stdout=sys.stdout)
+    result = anyio.run(run_select, settings, token, plumbing)
+    if result.outcome is SelectOutcome.OUTPUT_CLOSED:
+        _detach_stdout()
+    level = "error" if result.outcome is SelectOutcome.ABORTED else "info"
+    getattr(structlog.get_logger("orchestrator"), level)("select.summary", **summary(result))
+    return exit_code(result)
