@@ -66,7 +66,8 @@ class TokenBucket:
         self._interval = 0.0 if per_second is None else 1.0 / per_second
         self._tolerance = self._interval * (self._burst - 1)
         if was_unlimited:
-            self._next = self._clock.now()
+            # A limit is learnt from the answer to a request that has just left: count it.
+            self._next = self._clock.now() + self._interval
 
     async def acquire(self) -> None:
         if self._interval == 0:
