@@ -51,10 +51,9 @@ class TokenBucket:
     def __init__(self, per_second: float | None, clock: Clock, burst: int = 1) -> None:
         self._clock = clock
         self._burst = max(1, burst)
-        self._next = clock.now()
-        self._interval = 0.0
-        self._tolerance = 0.0
-        self.set_rate(per_second)
+        self._interval = 0.0 if per_second is None else 1.0 / per_second
+        self._tolerance = self._interval * (self._burst - 1)
+        self._next = clock.now()  # the first request goes at once
 
     @property
     def per_second(self) -> float | None:

@@ -85,6 +85,12 @@ def test_no_rate_means_no_wait() -> None:
     assert TokenBucket(None, FakeClock()).per_second is None
 
 
+async def test_the_first_request_goes_at_once() -> None:
+    clock = FakeClock()
+    await TokenBucket(per_second=0.1, clock=clock).acquire()
+    assert clock.slept == []
+
+
 async def test_pause_holds_until_its_end_and_never_shortens() -> None:
     clock = FakeClock()
     pause = Pause(clock)
