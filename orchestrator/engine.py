@@ -40,6 +40,7 @@ from .ids import Rejected, parse_line, read_capped_lines
 from .ledger import (
     AttemptFailed,
     Dispatched,
+    Finished,
     IdState,
     LedgerWriter,
     ResumeState,
@@ -54,6 +55,7 @@ from .ledger import Rejected as RejectedRecord
 from .pacing import Backoff, Clock, Pacer, RealClock
 from .report import RunResult, StopReason, Tally, exit_code
 from .settings import ConfigError, RerunSettings
+from .waiting import Waiter, WaitPolicy
 
 log = structlog.get_logger("orchestrator")
 
@@ -149,6 +151,29 @@ class Rerun:
         self._task_group: TaskGroup | None = None
         self._input_error: str | None = None
         self._in_flight: set[str] = set()
+        self._sending = False
+        self._waiter: Waiter | None = None
+        if settings.wait and client is not None:
+            self._waiter = Waiter(
+                client,
+                self._pacer,
+                WaitPolicy(
+                    timeout_s=settings.wait_timeout,
+                    poll_s=settings.poll_interval,
+                    max_attempts=settings.max_attempts,
+                    backoff=plumbing.backoff,
+                ),
+                plumbing.clock,
+                plumbing.rng,
+                finished=self._record_finished,
+                refused=self._refused,
+                sending=lambda: self._sending,
+                unless_stopped=self._unless_stopped,
+            )
+            for original, new_run_id in (resume.unfinished or {}).items():
+                self._waiter.follow(original, new_run_id)
+            if resume.unfinished:
+                log.info("wait.resuming", unfinished=len(resume.unfinished))
 
     # ---- stopping -------------------------------------------------------------------------
 
@@ -198,6 +223,8 @@ class Rerun:
             self._task_group = None
         # Left in flight only by a forced stop: the server may or may not have them.
         self.tally.in_doubt.extend(sorted(self._in_flight))
+        if self._waiter is not None:
+            self.tally.polls = self._waiter.polls
         if self._input_error is not None:
             raise InputError(self._input_error)
         return RunResult(
@@ -206,6 +233,7 @@ class Rerun:
             elapsed_s=self._clock.now() - started,
             ledger=str(self.settings.ledger),
             dry_run=self.settings.dry_run,
+            waited=self._waiter is not None,
             abort_detail=self._abort_detail,
         )
 
@@ -219,11 +247,19 @@ class Rerun:
             name="orchestrator-input",
             daemon=True,  # a stdin that never ends must not keep the process alive
         ).start()
-        async with anyio.create_task_group() as tg:
-            for _ in range(0 if self.settings.dry_run else concurrency):
-                tg.start_soon(self._worker, ids_receive.clone())
-            ids_receive.close()
-            await self._feed(lines_receive, ids_send)
+        async with anyio.create_task_group() as following:
+            if self._waiter is not None:
+                following.start_soon(self._waiter.run)
+            self._sending = True
+            async with anyio.create_task_group() as tg:
+                for _ in range(0 if self.settings.dry_run else concurrency):
+                    tg.start_soon(self._worker, ids_receive.clone())
+                ids_receive.close()
+                await self._feed(lines_receive, ids_send)
+            self._sending = False
+            if self._waiter is not None:
+                log.info("wait.following", reruns=self._waiter.following)
+                self._waiter.close()
 
     async def _feed(
         self, lines: MemoryObjectReceiveStream[_Batch], ids: MemoryObjectSendStream[str]
@@ -401,6 +437,35 @@ class Rerun:
         elif events.circuit == "closed":
             log.info("circuit.closed")
 
+    def _refused(self, outcome: Abort) -> None:
+        """The API refused the token (to a rerun or a poll): stop everything."""
+        if not self.stopping:
+            log.error(
+                "rerun.aborted",
+                http_status=outcome.http_status,
+                error=outcome.error,
+                detail="the API refused the token; no further requests are sent",
+            )
+        self.request_stop(StopReason.ABORTED, f"HTTP {outcome.http_status} {outcome.error}")
+
+    def _record_finished(self, record: Finished) -> None:
+        assert self._writer is not None
+        self._writer.append(record)
+        self.tally.finished[record.outcome] += 1
+        if record.outcome != "completed":
+            self.tally.unsettled_reruns.setdefault(record.outcome, []).append(
+                record.original_run_id
+            )
+        level = "info" if record.outcome == "completed" else "warning"
+        getattr(log, level)(
+            "wait.finished",
+            run_id=record.original_run_id,
+            new_run_id=record.new_run_id,
+            outcome=record.outcome,
+            final_status=record.final_status,
+            error_message=record.error_message,
+        )
+
     def _settle(self, run_id: str, attempt: int, outcome: Outcome) -> None:
         """Record the last word on an ID: accepted, failed for good, or the run aborts."""
         assert self._writer is not None
@@ -425,6 +490,11 @@ class Rerun:
                     self.tally.bad_response += 1
                     log.warning("rerun.unreadable_response", run_id=run_id)
                 log.debug("rerun.succeeded", run_id=run_id, new_run_id=outcome.new_run_id)
+                if self._waiter is not None:
+                    if outcome.new_run_id is None:
+                        self.tally.finished["unknown_new_run"] += 1
+                    else:
+                        self._waiter.follow(run_id, outcome.new_run_id)
             case Abort():
                 # Refused, not done: the ID is sent again once the token is fixed.
                 self._writer.append(
@@ -438,14 +508,7 @@ class Rerun:
                     )
                 )
                 self._ids[run_id] = IdState.RESENDABLE
-                if not self.stopping:
-                    log.error(
-                        "rerun.aborted",
-                        http_status=outcome.http_status,
-                        error=outcome.error,
-                        detail="the API refused the token; no further requests are sent",
-                    )
-                self.request_stop(StopReason.ABORTED, f"HTTP {outcome.http_status} {outcome.error}")
+                self._refused(outcome)
             case Failed() | Retryable():
                 self._writer.append(
                     FailedRecord(
@@ -533,7 +596,7 @@ async def run_rerun(
 
 def _resume(settings: RerunSettings) -> ResumeState:
     """Replay the ledger, and say what this session starts from."""
-    resume = replay_file(settings.ledger)
+    resume = replay_file(settings.ledger, unfinished=settings.wait and not settings.dry_run)
     if resume.corrupt_lines:
         log.warning(
             "ledger.corrupt_lines",

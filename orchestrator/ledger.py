@@ -85,6 +85,19 @@ class Failed(_Record):
     attempts: int
 
 
+class Finished(_Record):
+    """How an accepted rerun ended, as `rerun --wait` saw it."""
+
+    event: Literal["finished"] = "finished"
+    original_run_id: str
+    new_run_id: str
+    # completed | failed_again | needs_person | timed_out | lost (the new run is not found)
+    outcome: str
+    final_status: str | None  # the new run's status when the wait ended
+    error_message: str | None
+    duration_in_seconds: float | None
+
+
 class Rejected(_Record):
     event: Literal["rejected"] = "rejected"
     line: int
@@ -92,7 +105,16 @@ class Rejected(_Record):
     input: str
 
 
-Record = SessionStarted | SessionEnded | Dispatched | AttemptFailed | Succeeded | Failed | Rejected
+Record = (
+    SessionStarted
+    | SessionEnded
+    | Dispatched
+    | AttemptFailed
+    | Succeeded
+    | Failed
+    | Finished
+    | Rejected
+)
 
 
 class IdState(enum.IntEnum):
@@ -110,6 +132,9 @@ class ResumeState:
     """What a ledger says about every ID it has seen; the one structure that grows with input."""
 
     ids: dict[str, IdState] = field(default_factory=dict)
+    # Accepted reruns with no `finished` record yet: original -> new run ID. Kept only when
+    # asked for (`rerun --wait`): without it, it would hold every mapping of the ledger.
+    unfinished: dict[str, str] | None = None
     records: int = 0
     corrupt_lines: int = 0
     corrupt_shown: list[int] = field(default_factory=list)
@@ -120,6 +145,12 @@ class ResumeState:
         run_id = record.get("original_run_id")
         if not isinstance(run_id, str):
             return
+        if self.unfinished is not None:
+            new_run_id = record.get("new_run_id")
+            if event == "succeeded" and isinstance(new_run_id, str):
+                self.unfinished[run_id] = new_run_id
+            elif event == "finished":
+                self.unfinished.pop(run_id, None)
         if self.ids.get(run_id) == IdState.SUCCEEDED:
             return
         if event == "dispatched":
@@ -136,13 +167,14 @@ class ResumeState:
         return [run_id for run_id, state in self.ids.items() if state == IdState.IN_DOUBT]
 
 
-_ID_EVENTS: Final = frozenset({"dispatched", "attempt_failed", "succeeded", "failed"})
+_ID_EVENTS: Final = frozenset({"dispatched", "attempt_failed", "succeeded", "failed", "finished"})
 _OTHER_EVENTS: Final = frozenset({"rejected", "session_started", "session_ended"})
 
 
-def replay(lines: Iterable[bytes]) -> ResumeState:
-    """Fold ledger lines into a resume state. Pure; any prefix of a ledger replays cleanly."""
-    state = ResumeState()
+def replay(lines: Iterable[bytes], *, unfinished: bool = False) -> ResumeState:
+    """Fold ledger lines into a resume state. Pure; any prefix of a ledger replays cleanly.
+    With `unfinished`, also track the accepted reruns not yet seen to their end."""
+    state = ResumeState(unfinished={} if unfinished else None)
     last_no = 0
     last_ok = True
     for last_no, line in enumerate(lines, start=1):
@@ -166,13 +198,13 @@ def replay(lines: Iterable[bytes]) -> ResumeState:
     return state
 
 
-def replay_file(path: Path) -> ResumeState:
+def replay_file(path: Path, *, unfinished: bool = False) -> ResumeState:
     """Replay the ledger at `path`; a missing file is an empty ledger."""
     try:
         with path.open("rb") as stream:
-            return replay(stream)
+            return replay(stream, unfinished=unfinished)
     except FileNotFoundError:
-        return ResumeState()
+        return ResumeState(unfinished={} if unfinished else None)
 
 
 class LedgerLocked(Exception):

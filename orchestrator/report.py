@@ -48,6 +48,11 @@ class Tally:
     by_status: Counter[str] = field(default_factory=Counter)  # "202", "429", "timeout", …
     in_doubt: list[str] = field(default_factory=list)
     circuit_opened: int = 0
+    # --wait: how accepted reruns ended, by outcome; the original IDs of those that did
+    # not complete, by outcome.
+    finished: Counter[str] = field(default_factory=Counter)
+    polls: int = 0
+    unsettled_reruns: dict[str, list[str]] = field(default_factory=dict)
     # Sent again after an attempt the server may have accepted unseen (a timeout, a cut
     # connection, a 504): these may have been rerun twice.
     resent_after_doubt: list[str] = field(default_factory=list)
@@ -69,6 +74,7 @@ class RunResult:
     ledger: str
     dry_run: bool = False
     abort_detail: str | None = None
+    waited: bool = False  # rerun --wait followed the reruns to their end
 
 
 def exit_code(result: RunResult) -> ExitCode:
@@ -84,6 +90,8 @@ def exit_code(result: RunResult) -> ExitCode:
             pass
     tally = result.tally
     if tally.failed_total or tally.rejected or tally.in_doubt or tally.skipped_failed:
+        return ExitCode.INCOMPLETE
+    if tally.finished["failed_again"] or tally.finished["timed_out"]:
         return ExitCode.INCOMPLETE
     return ExitCode.OK
 
@@ -118,6 +126,11 @@ def summary(result: RunResult) -> dict[str, object]:
     }
     if result.dry_run:
         fields["would_send"] = tally.would_send
+    if tally.finished or result.waited:
+        fields["finished_by_outcome"] = dict(sorted(tally.finished.items()))
+        fields["polls"] = tally.polls
+        for outcome, ids in sorted(tally.unsettled_reruns.items()):
+            fields[f"{outcome}_ids"] = ids[:SHOWN_IN_DOUBT]
     if result.abort_detail:
         fields["abort_detail"] = result.abort_detail
     return fields

@@ -41,6 +41,7 @@ from pydantic import ValidationError
 
 from .api import ExecutionsPage, RunObject
 from .ids import RUN_ID_PREFIX, is_run_id
+from .spans import is_span, parse_span
 
 STATUSES: Final = ("pending", "running", "completed", "failed", "awaiting_ui_interaction")
 
@@ -52,9 +53,6 @@ EXTRA_PAGES: Final = 10
 MAX_STEP_BACKS: Final = 100
 MAX_WORKFLOW_ID_LEN: Final = 128
 
-_UNIT_S: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_SPAN: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_SPANS: Final = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
 # Python reads at most microseconds; servers may send nanoseconds.
 _LONG_FRACTION: Final = re.compile(r"(\.\d{6})\d+")
 
@@ -82,9 +80,8 @@ def parse_time(text: str, now: datetime) -> datetime:
     try:
         if raw == "now":
             return now
-        if _SPANS.fullmatch(raw):
-            seconds = sum(float(n) * _UNIT_S[unit] for n, unit in _SPAN.findall(raw))
-            return now - timedelta(seconds=seconds)
+        if is_span(raw):
+            return now - timedelta(seconds=parse_span(raw))
         moment = _iso(text)
         if moment is None:
             raise ValueError(

@@ -17,6 +17,7 @@ from .api import DEFAULT_BASE_URL
 from .budget import Limit
 from .ledger import FsyncPolicy
 from .rates import parse_rate
+from .spans import parse_span
 
 TOKEN_ENV: Final = "ALTOSTRAT_TOKEN"  # noqa: S105 - the variable's name, not a secret
 BASE_URL_ENV: Final = "ALTOSTRAT_BASE_URL"
@@ -47,6 +48,10 @@ class RerunSettings(BaseModel):
     max_server_failures: Limit | None = None
     # Faults in a row (5xx, timeouts, connection errors) that open the circuit; 0 is off.
     circuit_threshold: int = Field(default=10, ge=0, le=100_000)
+    # --wait: follow each accepted rerun until its new run ends (seconds).
+    wait: bool = False
+    wait_timeout: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    poll_interval: float = Field(default=10.0, gt=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -59,6 +64,11 @@ class RerunSettings(BaseModel):
     @classmethod
     def _parse_limit(cls, value: object) -> object:
         return Limit.parse(value) if isinstance(value, str) else value
+
+    @field_validator("wait_timeout", "poll_interval", mode="before")
+    @classmethod
+    def _parse_span(cls, value: object) -> object:
+        return parse_span(value) if isinstance(value, str) else value
 
     @field_validator("base_url")
     @classmethod

@@ -9,11 +9,16 @@ earliest deadline (trio's autojump clock): faithful for many concurrent sleepers
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 
 import anyio
 import anyio.lowlevel
+
+# Loop turns without a change before time may jump: enough for a loopback round trip.
+_QUIET_TURNS: Final = 20
 
 
 class FakeClock:
@@ -63,11 +68,30 @@ class FakeClock:
             if not self._sleepers:
                 await self._changed.wait()
                 continue
-            # Blocked on a socket counts as blocked: an answer in flight then arrives
-            # "later" in virtual time, which is harmless latency, never a faster pace.
-            await anyio.wait_all_tasks_blocked()
+            await self._quiet()
             if self._sleepers:
                 self.advance(max(0.0, min(d for d, _ in self._sleepers) - self._now))
+
+    async def _quiet(self) -> None:
+        """Return when every task is blocked and loopback I/O has stopped moving.
+
+        A task waiting on a socket counts as blocked, yet its answer may be one loop turn
+        away: jumping then would make in-flight requests arrive late in virtual time and
+        bunch up at the server. So the loop is turned until nothing moved for a while.
+        """
+        while True:
+            await anyio.wait_all_tasks_blocked()
+            before = self._now, len(self._sleepers), self._activity()
+            for _ in range(_QUIET_TURNS):
+                await anyio.lowlevel.checkpoint()
+            if (self._now, len(self._sleepers), self._activity()) == before:
+                return
+
+    @staticmethod
+    def _activity() -> int:
+        """How many callbacks the event loop has queued: a cheap sign of life."""
+        loop = asyncio.get_running_loop()
+        return len(getattr(loop, "_ready", ()))
 
     @property
     def sleepers(self) -> int:

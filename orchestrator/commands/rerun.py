@@ -44,6 +44,8 @@ FLAGS = {
     "max_client_failures": "--max-client-failures",
     "max_server_failures": "--max-server-failures",
     "circuit_threshold": "--circuit-threshold",
+    "wait_timeout": "--wait-timeout",
+    "poll_interval": "--poll-interval",
 }
 
 
@@ -122,6 +124,28 @@ def add_parser(commands: Subcommands) -> None:
         choices=[p.value for p in FsyncPolicy],
         default=S,
         help="ledger durability (default batch)",
+    )
+    waiting = rerun.add_argument_group(
+        "waiting",
+        "follow each accepted rerun until its new run completes, fails or needs a person",
+    )
+    waiting.add_argument(
+        "--wait",
+        action="store_true",
+        default=S,
+        help="poll every new run until it ends; exit 1 if one failed again or timed out",
+    )
+    waiting.add_argument(
+        "--wait-timeout",
+        default=S,
+        metavar="DURATION",
+        help="give up on a new run this long after its rerun was accepted (default 1h)",
+    )
+    waiting.add_argument(
+        "--poll-interval",
+        default=S,
+        metavar="DURATION",
+        help="first poll this long after acceptance, then ever longer apart (default 10s)",
     )
     budget = rerun.add_argument_group(
         "error budget",

@@ -86,6 +86,10 @@ class SimConfig:
     running_s: float = 5.0
     rerun_failure_rate: float = 0.1
     stuck_rate: float = 0.0
+    # How the rerun of a given original run ends, overriding the rates above:
+    # "completed", "failed", "stuck" (running forever) or "needs_person"
+    # (awaiting_ui_interaction). For tests that need a certain end.
+    rerun_outcomes: Mapping[str, str] = field(default_factory=dict)
     # The in-memory request log keeps this many most recent entries.
     request_log_limit: int = 100_000
 
@@ -98,6 +102,9 @@ class SimConfig:
             raise ValueError(f"burst must be at least 1, got {self.burst!r}")
         self._check_probabilities()
         self._check_durations()
+        odd = set(self.rerun_outcomes.values()) - {"completed", "failed", "stuck", "needs_person"}
+        if odd:
+            raise ValueError(f"rerun_outcomes holds unknown outcomes: {sorted(odd)}")
         for name, count, least in (
             ("runs", self.runs, 0),
             ("workflows", self.workflows, 1),

@@ -13,7 +13,13 @@ from typing import Literal, TypeAlias
 RunStatus: TypeAlias = Literal[
     "pending", "running", "completed", "failed", "awaiting_ui_interaction"
 ]
-Outcome: TypeAlias = Literal["completed", "failed", "stuck"]
+Outcome: TypeAlias = Literal["completed", "failed", "stuck", "needs_person"]
+SCRIPTABLE_OUTCOMES: dict[str, Outcome] = {
+    "completed": "completed",
+    "failed": "failed",
+    "stuck": "stuck",
+    "needs_person": "needs_person",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,8 @@ def _settle(run: Run, timeline: Progressing, now: float) -> Settled:
     duration = round(timeline.running_s)
     if timeline.outcome == "failed":
         return Settled("failed", timeline.error_message, started_at, completed_at, duration)
+    if timeline.outcome == "needs_person":
+        return Settled("awaiting_ui_interaction", None, started_at, None, None)
     return Settled("completed", None, started_at, completed_at, duration)
 
 

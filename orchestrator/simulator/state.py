@@ -19,6 +19,7 @@ from orchestrator.simulator.config import SimConfig
 from orchestrator.simulator.dataset import Dataset, error_message, generate, new_run_id
 from orchestrator.simulator.faults import FaultPlan, FaultRates
 from orchestrator.simulator.models import (
+    SCRIPTABLE_OUTCOMES,
     Outcome,
     Progressing,
     Run,
@@ -149,6 +150,8 @@ class SimState:
             outcome = "stuck"
         elif draw < self.config.stuck_rate + self.config.rerun_failure_rate:
             outcome = "failed"
+        if (scripted := self.config.rerun_outcomes.get(original.id)) is not None:
+            outcome = SCRIPTABLE_OUTCOMES[scripted]
         message = error_message(self._outcome_rng) if outcome == "failed" else None
         timeline = Progressing(now, self.config.pending_s, self.config.running_s, outcome, message)
         run_id = new_run_id(self._id_rng, self.runs)

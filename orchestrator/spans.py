@@ -1,0 +1,31 @@
+"""Spans of time as people write them: `90s`, `30m`, `2h`, `1d`, `1w`, `1h30m`. Pure."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+_UNIT_S: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SPAN: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_SPANS: Final = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
+
+
+def is_span(text: str) -> bool:
+    return _SPANS.fullmatch(text.strip().lower()) is not None
+
+
+def parse_span(text: str) -> float:
+    """Seconds in a span such as `90s` or `1h30m` (a bare number is seconds).
+
+    Raises ValueError with a message fit for the user."""
+    raw = text.strip().lower()
+    try:
+        return float(raw) if raw and raw.replace(".", "", 1).isdigit() else _sum(raw, text)
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long a span") from None
+
+
+def _sum(raw: str, text: str) -> float:
+    if not _SPANS.fullmatch(raw):
+        raise ValueError(f"{text!r} is not a span such as 90s, 30m, 2h, 1d or 1h30m")
+    return sum(float(n) * _UNIT_S[unit] for n, unit in _SPAN.findall(raw))

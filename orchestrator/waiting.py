@@ -1,0 +1,201 @@
+"""Following accepted reruns to their end: the poller behind `rerun --wait`.
+
+A 202 only means "queued". One task polls `GET /workflows/runs/{new}` for every accepted
+rerun, the one due soonest first: `poll_s` after acceptance, then at intervals growing by
+half each time (to at most a minute), until the new run's status is final or `timeout_s`
+has passed since it was accepted. Its answers end in a `finished` ledger record.
+
+Polls pass the one Pacer with the reruns (the API's limit is per token, not per
+endpoint), and while reruns are still being sent the poller takes at most a quarter of
+the rate, so waiting never starves new reruns; once all are sent, it has the whole rate.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import anyio
+import structlog
+
+from .api import Abort, AltostratClient, Failed, Retryable, RunObject
+from .calls import call_with_retries
+from .ledger import Finished, utc_now
+from .pacing import Backoff, Clock, Pacer
+
+log = structlog.get_logger("orchestrator")
+
+# The status that ends a wait, and what it means for the recovery.
+OUTCOMES: Final = {
+    "completed": "completed",
+    "failed": "failed_again",
+    "awaiting_ui_interaction": "needs_person",
+}
+GROWTH: Final = 1.5
+MAX_POLL_S: Final = 60.0
+POLL_SHARE: Final = 0.25  # of the rate, at most, while reruns are still being sent
+
+Interruptible = Callable[[Callable[[], Awaitable[None]]], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class WaitPolicy:
+    timeout_s: float
+    poll_s: float
+    max_attempts: int
+    backoff: Backoff
+
+
+@dataclass(order=True)
+class _Follow:
+    due: float
+    seq: int
+    original: str = field(compare=False)
+    new_run_id: str = field(compare=False)
+    deadline: float = field(compare=False)
+    interval: float = field(compare=False)
+
+
+class Waiter:
+    """Polls accepted reruns until each is finished; `follow` adds one, `close` says no
+    more will come, and `run` returns once every followed rerun is finished (or a stop)."""
+
+    def __init__(
+        self,
+        client: AltostratClient,
+        pacer: Pacer,
+        policy: WaitPolicy,
+        clock: Clock,
+        rng: random.Random,
+        *,
+        finished: Callable[[Finished], None],
+        refused: Callable[[Abort], None],
+        sending: Callable[[], bool],
+        unless_stopped: Interruptible,
+    ) -> None:
+        self._client = client
+        self._pacer = pacer
+        self._policy = policy
+        self._clock = clock
+        self._rng = rng
+        self._finished = finished
+        self._refused = refused
+        self._sending = sending
+        self._unless_stopped = unless_stopped
+        self._queue: list[_Follow] = []
+        self._seq = itertools.count()
+        self._closed = False
+        self._changed = anyio.Event()
+        self._nap: anyio.CancelScope | None = None
+        self._nap_until = 0.0
+        self.polls = 0
+
+    @property
+    def following(self) -> int:
+        return len(self._queue)
+
+    def follow(self, original: str, new_run_id: str) -> None:
+        now = self._clock.now()
+        policy = self._policy
+        item = _Follow(
+            due=now + policy.poll_s,
+            seq=next(self._seq),
+            original=original,
+            new_run_id=new_run_id,
+            deadline=now + policy.timeout_s,
+            interval=policy.poll_s,
+        )
+        heapq.heappush(self._queue, item)
+        if self._nap is not None and item.due < self._nap_until:
+            self._nap.cancel()  # it is due before the one we sleep for
+        self._wake()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    async def run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closed:
+                    return
+                if not await self._unless_stopped(self._changed.wait):
+                    return
+                continue
+            head = self._queue[0]
+            if head.due > self._clock.now():
+                if not await self._unless_stopped(functools.partial(self._nap_for, head.due)):
+                    return
+                continue
+            heapq.heappop(self._queue)
+            if not await self._unless_stopped(functools.partial(self._poll, head)):
+                return
+
+    async def _nap_for(self, until: float) -> None:
+        with anyio.CancelScope() as self._nap:
+            self._nap_until = until
+            await self._clock.sleep(until - self._clock.now())
+        self._nap = None
+
+    async def _poll(self, item: _Follow) -> None:
+        answer = await call_with_retries(
+            self._pacer,
+            lambda: self._client.get_run(item.new_run_id),
+            clock=self._clock,
+            backoff=self._policy.backoff,
+            rng=self._rng,
+            max_attempts=self._policy.max_attempts,
+        )
+        self.polls += 1
+        match answer:
+            case RunObject(status=status) if status in OUTCOMES:
+                self._finish(item, OUTCOMES[status], answer)
+            case RunObject():
+                self._again_or_give_up(item, answer)
+            case Failed(http_status=404):
+                self._finish(item, "lost", None)
+            case Abort():
+                self._refused(answer)
+            case Failed() | Retryable():
+                # Not knowing is no answer: ask again later, until the wait times out.
+                log.warning("wait.poll_failed", new_run_id=item.new_run_id, error=answer.error)
+                self._again_or_give_up(item, None)
+        await self._yield_to_reruns()
+
+    def _again_or_give_up(self, item: _Follow, seen: RunObject | None) -> None:
+        now = self._clock.now()
+        if now >= item.deadline:
+            self._finish(item, "timed_out", seen)
+            return
+        item.interval = min(MAX_POLL_S, item.interval * GROWTH)
+        item.due = min(item.deadline, now + item.interval)
+        item.seq = next(self._seq)
+        heapq.heappush(self._queue, item)
+
+    def _finish(self, item: _Follow, outcome: str, run: RunObject | None) -> None:
+        self._finished(
+            Finished(
+                at=utc_now(),
+                original_run_id=item.original,
+                new_run_id=item.new_run_id,
+                outcome=outcome,
+                final_status=run.status if run else None,
+                error_message=run.error_message if run else None,
+                duration_in_seconds=run.duration_in_seconds if run else None,
+            )
+        )
+
+    async def _yield_to_reruns(self) -> None:
+        """While reruns are still being sent, leave them three slots in four."""
+        rate = self._pacer.rate.rate
+        if self._sending() and rate:
+            await self._clock.sleep((1 / POLL_SHARE - 1) / rate)
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
