@@ -15,11 +15,27 @@ from typing import NoReturn
 import structlog
 
 from . import __version__
-from .commands import rerun, select, simulate
+from .commands import config, report, rerun, select, simulate
+from .console import detach_stdout
 from .report import ExitCode
 from .settings import ConfigError
 
 PROG = "orchestrator"
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a tool cut off by `| head`
+
+EXAMPLES = """\
+examples:
+  # try it safely: a local stand-in of the API, then a rerun against it
+  orchestrator simulate --rate 20/s &
+  ALTOSTRAT_TOKEN=sim-token orchestrator rerun ids.txt --base-url http://127.0.0.1:8080
+
+  # an incident: plan, rerun with the reviewed profile, then see how it went
+  orchestrator rerun ids.txt --config configs/incident.toml --dry-run
+  orchestrator rerun ids.txt --config configs/incident.toml
+  orchestrator report rerun-ledger.jsonl
+
+run `orchestrator COMMAND --help` for each command's flags and examples.
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,10 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Bulk reruns of Altostrat workflow runs: paced, retried, resumable.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for command in (rerun, select, simulate):
+    for command in (rerun, select, report, config, simulate):
         command.add_parser(commands)
     return parser
 
@@ -51,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.USAGE
     except KeyboardInterrupt:
         return ExitCode.SIGINT
+    except BrokenPipeError:
+        # The reader of our output went away (`report --ids failed | head`): stop quietly,
+        # as `cat` would, and keep Python from complaining when it flushes stdout at exit.
+        detach_stdout()
+        return EXIT_BROKEN_PIPE
     except Exception as exc:  # last line of defence: one line, never a traceback
         structlog.get_logger(PROG).debug("internal_error", exc_info=exc)
         print(

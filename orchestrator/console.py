@@ -1,14 +1,21 @@
 """Logging set-up, done once at start-up: structlog to stderr, JSON off a terminal, and a
-processor that scrubs the token out of every event whatever its level or shape."""
+processor that scrubs the token out of every event whatever its level or shape; and the
+summary table shown on a terminal at the end of a run or by `orchestrator report`."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, Final, TextIO
 
 import structlog
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 REDACTED: Final = "[redacted]"
 LEVELS: Final = ("debug", "info", "warning", "error")
@@ -45,6 +52,21 @@ class RedactSecrets:
         return event_dict
 
 
+def detach_stdout() -> None:
+    """The reader of stdout went away: point stdout at /dev/null, so that flushing it at
+    exit cannot fail again (the recipe in the docs of Python's `signal` module)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def resolve_format(log_format: str, stream: TextIO) -> str:
+    """`auto` made concrete: console on a terminal, JSON otherwise."""
+    if log_format == "auto":
+        return "console" if stream.isatty() else "json"
+    return log_format
+
+
 def configure_logging(
     level: str = "info",
     log_format: str = "auto",
@@ -53,8 +75,7 @@ def configure_logging(
 ) -> None:
     """Configure structlog for this process. `log_format` is auto, json or console."""
     out = stream or sys.stderr
-    if log_format == "auto":
-        log_format = "console" if out.isatty() else "json"
+    log_format = resolve_format(log_format, out)
     renderer: structlog.typing.Processor
     if log_format == "json":
         renderer = structlog.processors.JSONRenderer()
@@ -76,3 +97,90 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+
+
+# The summary keys `summary_table` shows as rows, with their labels, in order.
+_ROWS: Final = (
+    ("succeeded", "succeeded"),
+    ("failed", "failed"),
+    ("rejected", "rejected"),
+    ("in_doubt", "in doubt"),
+    ("possibly_duplicated", "possibly duplicated"),
+    ("skipped_done", "skipped, done before"),
+    ("skipped_failed", "skipped, failed before"),
+    ("duplicates", "duplicate lines"),
+    ("not_sent", "not sent"),
+    ("requests", "requests"),
+    ("retries", "retries"),
+    ("circuit_opened", "circuit opened"),
+)
+
+
+# IDs a table row names before "… and N more".
+SHOWN_IDS: Final = 5
+
+
+def _pairs(counts: object) -> str:
+    if not isinstance(counts, dict) or not counts:
+        return ""
+    return ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in counts.items())
+
+
+def _ids(ids: object, total: object) -> str:
+    if not isinstance(ids, list) or not ids:
+        return ""
+    shown = ", ".join(str(i) for i in ids[:SHOWN_IDS])
+    more = int(total) - min(len(ids), SHOWN_IDS) if isinstance(total, int) else 0
+    return shown + (f" … and {more:,} more" if more > 0 else "")
+
+
+def summary_table(fields: Mapping[str, object], title: str) -> Table:
+    """The end-of-run (or `report`) summary as a compact table for a terminal."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column(overflow="fold")
+    notes: dict[str, str] = {
+        "succeeded": (
+            f"{fields['succeeded_unreadable_response']:,} with an unreadable answer"
+            if fields.get("succeeded_unreadable_response")
+            else ""
+        ),
+        "failed": _pairs(fields.get("failed_by_error")),
+        "in_doubt": _ids(fields.get("in_doubt_ids"), fields.get("in_doubt")),
+        "possibly_duplicated": _ids(
+            fields.get("possibly_duplicated_ids"), fields.get("possibly_duplicated")
+        ),
+        "requests": _pairs(fields.get("requests_by_status")),
+    }
+    for key, label in _ROWS:
+        value = fields.get(key)
+        if not isinstance(value, int) or (value == 0 and key not in ("succeeded", "failed")):
+            continue
+        style = "red" if key in ("failed", "in_doubt", "rejected") else ""
+        table.add_row(label, Text(f"{value:,}", style=style), notes.get(key, ""))
+    if "would_send" in fields:
+        table.add_row("would send", f"{fields['would_send']:,}", "dry run: nothing was sent")
+    elapsed, rate = fields.get("elapsed_s"), fields.get("effective_rate_per_s")
+    if isinstance(elapsed, int | float) and isinstance(rate, int | float):
+        table.add_row("elapsed", f"{elapsed:.1f}s", f"{rate:.1f} requests/s effective")
+    for key, label in (
+        ("sessions", "sessions"),
+        ("first_at", "first record"),
+        ("last_at", "last record"),
+        ("latency_ms", "latency ms"),
+    ):
+        if key in fields:
+            value = fields[key]
+            table.add_row(label, "", _pairs(value) if isinstance(value, dict) else str(value))
+    if fields.get("abort_detail"):
+        table.add_row("stopped", "", Text(str(fields["abort_detail"]), style="red"))
+    table.add_row("ledger", "", str(fields.get("ledger", "")))
+    if fields.get("retry_command"):
+        table.add_row("retry failed", "", Text(str(fields["retry_command"]), style="cyan"))
+    return table
+
+
+def print_summary(fields: Mapping[str, object], title: str, stream: TextIO) -> None:
+    console = Console(file=stream, highlight=False, soft_wrap=False)
+    console.print(summary_table(fields, title))

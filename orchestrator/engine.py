@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final, TextIO
@@ -53,7 +54,7 @@ from .ledger import (
 from .ledger import Failed as FailedRecord
 from .ledger import Rejected as RejectedRecord
 from .pacing import Backoff, Clock, Pacer, RealClock
-from .report import RunResult, StopReason, Tally, exit_code
+from .report import RunResult, Snapshot, StopReason, Tally, exit_code
 from .settings import ConfigError, RerunSettings
 from .waiting import Waiter, WaitPolicy
 
@@ -74,6 +75,9 @@ class Plumbing:
     handle_signals: bool = True
     stdin: BinaryIO | None = None
     stdout: TextIO | None = None
+    # Watches a sending session from start to end, such as the live progress display;
+    # it is handed a function it may call from any thread for the counts so far.
+    monitor: Callable[[Callable[[], Snapshot]], AbstractContextManager[object]] | None = None
 
     @classmethod
     def default(cls) -> Plumbing:
@@ -151,6 +155,8 @@ class Rerun:
         self._task_group: TaskGroup | None = None
         self._input_error: str | None = None
         self._in_flight: set[str] = set()
+        self._pending = 0  # IDs handed to the workers and not yet settled
+        self._input_done = False
         self._sending = False
         self._waiter: Waiter | None = None
         if settings.wait and client is not None:
@@ -207,6 +213,21 @@ class Rerun:
                         detail="finishing requests in flight; signal again to stop at once",
                     )
                 self.request_stop(reason)
+
+    def snapshot(self) -> Snapshot:
+        """The counts so far; cheap, and safe to call from another thread."""
+        tally = self.tally
+        return Snapshot(
+            lines=tally.lines,
+            done=tally.lines - self._pending,
+            input_done=self._input_done,
+            succeeded=tally.succeeded,
+            failed=tally.failed_total,
+            in_flight=len(self._in_flight),
+            requests=tally.requests,
+            rate_limited=tally.by_status.get("429", 0),
+            target_rate=self._pacer.bucket.per_second,  # as adaptive pacing has set it
+        )
 
     # ---- the pipeline ---------------------------------------------------------------------
 
@@ -275,7 +296,9 @@ class Rerun:
                         self.tally.lines += 1
                         run_id = self._admit(parse_line(raw, self.tally.lines))
                         if run_id is not None:
+                            self._pending += 1
                             await ids.send(run_id)
+                self._input_done = True
 
     def _admit(self, parsed: str | Rejected | None) -> str | None:
         """Decide what to do with one parsed line; the ID to send, or None."""
@@ -331,10 +354,13 @@ class Rerun:
     async def _worker(self, ids: MemoryObjectReceiveStream[str]) -> None:
         async with ids:
             async for run_id in ids:
-                if self.stopping:
-                    self.tally.not_sent += 1  # read, but the run stopped before its turn
-                    continue
-                await self._rerun_one(run_id)
+                try:
+                    if self.stopping:
+                        self.tally.not_sent += 1  # read, but the run stopped before its turn
+                        continue
+                    await self._rerun_one(run_id)
+                finally:
+                    self._pending -= 1
 
     async def _unless_stopped(self, wait: Callable[[], Awaitable[None]]) -> bool:
         """Run a wait that a stop cancels; True when it ran to its end and no stop came."""
@@ -587,7 +613,9 @@ async def run_rerun(
         connector = aiohttp.TCPConnector(limit=settings.concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
             client = AltostratClient(session, settings.base_url, token, settings.timeout)
-            result = await Rerun(settings, client, writer, resume, plumbing).run(source)
+            rerun = Rerun(settings, client, writer, resume, plumbing)
+            with plumbing.monitor(rerun.snapshot) if plumbing.monitor else contextlib.nullcontext():
+                result = await rerun.run(source)
         writer.append(
             SessionEnded(at=utc_now(), exit_code=int(exit_code(result)), reason=result.reason)
         )

@@ -13,7 +13,7 @@ import enum
 import fcntl
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,32 +169,40 @@ class ResumeState:
 
 _ID_EVENTS: Final = frozenset({"dispatched", "attempt_failed", "succeeded", "failed", "finished"})
 _OTHER_EVENTS: Final = frozenset({"rejected", "session_started", "session_ended"})
+LEDGER_EVENTS: Final = _ID_EVENTS | _OTHER_EVENTS
 
 
-def replay(lines: Iterable[bytes], *, unfinished: bool = False) -> ResumeState:
-    """Fold ledger lines into a resume state. Pure; any prefix of a ledger replays cleanly.
-    With `unfinished`, also track the accepted reruns not yet seen to their end."""
-    state = ResumeState(unfinished={} if unfinished else None)
-    last_no = 0
-    last_ok = True
-    for last_no, line in enumerate(lines, start=1):
-        last_ok = True
+def read_records(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, object] | None]]:
+    """Each non-blank ledger line with its number: the record, or None when it is torn or
+    corrupt (not JSON, not an object, or no known `event`)."""
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except ValueError:
             record = None
-        event = record.get("event") if isinstance(record, dict) else None
-        if not isinstance(record, dict) or event not in _ID_EVENTS | _OTHER_EVENTS:
-            last_ok = False
+        if isinstance(record, dict) and record.get("event") in LEDGER_EVENTS:
+            yield number, record
+        else:
+            yield number, None
+
+
+def replay(lines: Iterable[bytes], *, unfinished: bool = False) -> ResumeState:
+    """Fold ledger lines into a resume state. Pure; any prefix of a ledger replays cleanly.
+    With `unfinished`, also track the accepted reruns not yet seen to their end."""
+    state = ResumeState(unfinished={} if unfinished else None)
+    last_ok = True
+    for number, record in read_records(lines):
+        last_ok = record is not None
+        if record is None:
             state.corrupt_lines += 1
             if len(state.corrupt_shown) < _SHOWN_CORRUPT:
-                state.corrupt_shown.append(last_no)
+                state.corrupt_shown.append(number)
             continue
         state.records += 1
         state.apply(record)
-    state.torn_tail = not last_ok and last_no > 0
+    state.torn_tail = not last_ok
     return state
 
 

@@ -1,11 +1,18 @@
-"""Counting what happened, and the summary and exit code that follow from the counts. Pure."""
+"""Counting what happened, and the summary and exit code that follow from the counts; and
+the same summary read back from a ledger, for `orchestrator report`. Pure: no I/O here."""
 
 from __future__ import annotations
 
 import enum
+import itertools
+import random
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Final
+
+from .ledger import IdState, ResumeState, read_records
 
 # The summary names this many in-doubt IDs; the ledger and `in_doubt` count hold the rest.
 SHOWN_IN_DOUBT: Final = 20
@@ -64,6 +71,21 @@ class Tally:
 
     def note_in_doubt(self, run_id: str) -> None:
         self.in_doubt.append(run_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A running session's counts at one instant, for the live progress display."""
+
+    lines: int  # input lines read so far
+    done: int  # of those, lines whose fate is settled (sent and answered, skipped, rejected)
+    input_done: bool  # every line has been read: `lines` is the total
+    succeeded: int
+    failed: int
+    in_flight: int
+    requests: int
+    rate_limited: int  # 429 answers
+    target_rate: float | None  # requests/s the pacing allows now, None for no limit
 
 
 @dataclass(frozen=True)
@@ -134,3 +156,186 @@ def summary(result: RunResult) -> dict[str, object]:
     if result.abort_detail:
         fields["abort_detail"] = result.abort_detail
     return fields
+
+
+# ---- a ledger read back: `orchestrator report` ------------------------------------------
+
+# Latencies kept for the percentiles: a uniform sample of this many (Algorithm R), so a
+# ledger of any size is read in bounded memory beyond its one entry per run ID.
+LATENCY_SAMPLE: Final = 10_000
+
+
+def _seconds(at: object) -> float | None:
+    if not isinstance(at, str):
+        return None
+    try:
+        return datetime.fromisoformat(at).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass
+class LedgerReport:
+    """What a whole ledger says, folded one record at a time (`feed`), streamed."""
+
+    state: ResumeState = field(default_factory=ResumeState)
+    failed_error: dict[str, str] = field(default_factory=dict)  # failed IDs: their error
+    bad_response: int = 0
+    rejected: dict[tuple[object, object], str] = field(default_factory=dict)  # (line, input)
+    requests: int = 0
+    retries: int = 0
+    by_status: Counter[str] = field(default_factory=Counter)
+    sessions: int = 0
+    last_reason: str | None = None  # of the last session_ended, None while one is open
+    last_exit_code: int | None = None
+    first_at: str | None = None
+    last_at: str | None = None
+    session_s: float = 0.0  # time spent inside sessions, summed
+    _session_start: float | None = None
+    _session_last: float | None = None
+    _dispatched_at: dict[str, float] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    _latency_count: int = 0
+    _rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def feed_lines(self, lines: Iterable[bytes]) -> None:
+        """Fold ledger lines in; torn or corrupt lines are counted and skipped, as in replay."""
+        for _, record in read_records(lines):
+            if record is None:
+                self.state.corrupt_lines += 1
+            else:
+                self.feed(record)
+
+    def feed(self, record: dict[str, object]) -> None:
+        self.state.records += 1
+        event = record.get("event")
+        at = record.get("at")
+        when = _seconds(at)
+        if isinstance(at, str):
+            self.first_at = self.first_at or at
+            self.last_at = at
+        if when is not None and self._session_start is not None:
+            self._session_last = when
+        run_id = record.get("original_run_id")
+        before = self.state.ids.get(run_id) if isinstance(run_id, str) else None
+        self.state.apply(record)
+        match event:
+            case "session_started":
+                self._close_session()
+                self.sessions += 1
+                self._session_start = self._session_last = when
+                self.last_reason = None
+                self.last_exit_code = None
+            case "session_ended":
+                self._close_session()
+                self.last_reason = str(record.get("reason"))
+                code = record.get("exit_code")
+                self.last_exit_code = code if isinstance(code, int) else None
+            case "rejected":
+                self.rejected[(record.get("line"), record.get("input"))] = str(
+                    record.get("input", "")
+                )
+            case "dispatched" if isinstance(run_id, str):
+                self.requests += 1
+                if when is not None:
+                    self._dispatched_at[run_id] = when
+            case "attempt_failed" | "succeeded" | "failed" if isinstance(run_id, str):
+                self._answered(run_id, record, when)
+                if event == "attempt_failed":
+                    self.retries += 1
+                elif before is not IdState.SUCCEEDED:
+                    self._settled(run_id, record)
+
+    def _answered(self, run_id: str, record: dict[str, object], when: float | None) -> None:
+        status = record.get("http_status")
+        self.by_status[str(status) if isinstance(status, int) else str(record.get("error"))] += 1
+        sent = self._dispatched_at.pop(run_id, None)
+        if sent is None or when is None:
+            return
+        self._latency_count += 1
+        latency = max(0.0, when - sent)
+        if len(self.latencies) < LATENCY_SAMPLE:
+            self.latencies.append(latency)
+        else:
+            slot = self._rng.randrange(self._latency_count)
+            if slot < LATENCY_SAMPLE:
+                self.latencies[slot] = latency
+
+    def _settled(self, run_id: str, record: dict[str, object]) -> None:
+        if record.get("event") == "succeeded":
+            self.failed_error.pop(run_id, None)
+            if record.get("error") == "bad_response":
+                self.bad_response += 1
+        else:
+            self.failed_error[run_id] = str(record.get("error"))
+
+    def _close_session(self) -> None:
+        if self._session_start is not None and self._session_last is not None:
+            self.session_s += max(0.0, self._session_last - self._session_start)
+        self._session_start = self._session_last = None
+
+    @property
+    def session_open(self) -> bool:
+        return self._session_start is not None
+
+    def ids(self, state: IdState) -> Iterator[str]:
+        return (run_id for run_id, s in self.state.ids.items() if s == state)
+
+    def count(self, state: IdState) -> int:
+        return sum(1 for s in self.state.ids.values() if s == state)
+
+    def exit_code(self) -> ExitCode:
+        """As a run would end now: 1 while anything failed, was rejected or is in doubt."""
+        if self.failed_error or self.rejected or self.count(IdState.IN_DOUBT):
+            return ExitCode.INCOMPLETE
+        return ExitCode.OK
+
+    def summary(self, ledger: str, running: bool) -> dict[str, object]:
+        """The same fields as a run's summary, where a ledger can tell them, plus timing."""
+        in_doubt = list(itertools.islice(self.ids(IdState.IN_DOUBT), SHOWN_IN_DOUBT))
+        session_s = self.session_s
+        if self._session_start is not None and self._session_last is not None:
+            session_s += max(0.0, self._session_last - self._session_start)
+        rate = self.requests / session_s if session_s > 0 else 0.0
+        if running:
+            outcome = "running"
+        elif self.session_open:
+            outcome = "interrupted"  # a session started and never ended: a crash or kill -9
+        else:
+            outcome = self.last_reason or "empty"
+        fields: dict[str, object] = {
+            "outcome": outcome,
+            "exit_code": int(self.exit_code()),
+            "last_session_exit_code": self.last_exit_code,
+            "succeeded": self.count(IdState.SUCCEEDED),
+            "succeeded_unreadable_response": self.bad_response,
+            "failed": len(self.failed_error),
+            "failed_by_error": dict(sorted(Counter(self.failed_error.values()).items())),
+            "rejected": len(self.rejected),
+            "in_doubt": self.count(IdState.IN_DOUBT),
+            "in_doubt_ids": in_doubt,
+            "unsettled": self.count(IdState.RESENDABLE),
+            "requests": self.requests,
+            "retries": self.retries,
+            "requests_by_status": dict(sorted(self.by_status.items())),
+            "elapsed_s": round(session_s, 3),
+            "effective_rate_per_s": round(rate, 3),
+            "sessions": self.sessions,
+            "first_at": self.first_at,
+            "last_at": self.last_at,
+            "latency_ms": _percentiles(self.latencies),
+            "corrupt_lines": self.state.corrupt_lines,
+            "ledger": ledger,
+        }
+        return fields
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
+
+    return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": round(ordered[-1] * 1000, 1)}

@@ -1,34 +1,57 @@
-"""The validated settings of a rerun, and the token, which is kept apart from them.
+"""The validated settings of a rerun, where each value came from, and the token.
+
+One pydantic-settings model, filled from four layers, each overriding the ones before:
+
+    defaults  <  TOML file (--config PATH)  <  environment (ORCHESTRATOR_<KEY>)  <  flags
+
+`ALTOSTRAT_BASE_URL` is read too, just below `ORCHESTRATOR_BASE_URL`. Every mistake is one
+line naming the key and where it was set (the flag, the variable, or the key and the file);
+unknown keys in a file and unknown `ORCHESTRATOR_*` variables are errors, not silence.
 
 The token is never a field here: settings get logged and printed, the token never is.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 from yarl import URL
 
 from .api import DEFAULT_BASE_URL
 from .budget import Limit
 from .ledger import FsyncPolicy
-from .rates import parse_rate
+from .rates import format_rate, parse_rate
 from .spans import parse_span
 
 TOKEN_ENV: Final = "ALTOSTRAT_TOKEN"  # noqa: S105 - the variable's name, not a secret
 BASE_URL_ENV: Final = "ALTOSTRAT_BASE_URL"
+ENV_PREFIX: Final = "ORCHESTRATOR_"
 
 
 class ConfigError(Exception):
     """A usage or configuration problem, told to the user in one line (exit 2)."""
 
 
-class RerunSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class RerunSettings(BaseSettings):
+    """Every key of a config file, an `ORCHESTRATOR_<KEY>` variable and a flag."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", env_prefix=ENV_PREFIX, env_ignore_empty=True
+    )
 
     source: str = "-"
     ledger: Path = Path("rerun-ledger.jsonl")
@@ -52,8 +75,13 @@ class RerunSettings(BaseModel):
     wait: bool = False
     wait_timeout: float = Field(default=3600.0, gt=0, le=7 * 86400)
     poll_interval: float = Field(default=10.0, gt=0, le=3600)
+    token_file: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+    # The live progress display, shown only when stderr is a terminal.
+    progress: bool = True
+    summary_json: Path | None = None
+    metrics_file: Path | None = None
 
     @field_validator("rate", mode="before")
     @classmethod
@@ -63,6 +91,8 @@ class RerunSettings(BaseModel):
     @field_validator("max_failures", "max_client_failures", "max_server_failures", mode="before")
     @classmethod
     def _parse_limit(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # a count, as TOML writes it: max_failures = 50
         return Limit.parse(value) if isinstance(value, str) else value
 
     @field_validator("wait_timeout", "poll_interval", mode="before")
@@ -78,31 +108,155 @@ class RerunSettings(BaseModel):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: flags, ORCHESTRATOR_*, ALTOSTRAT_BASE_URL, the TOML file, then defaults.
+        return (
+            init_settings,
+            env_settings,
+            _AltostratBaseUrl(settings_cls),
+            TomlConfigSettingsSource(settings_cls),
+        )
 
-def build_settings(
-    given: Mapping[str, object], env: Mapping[str, str], flag_names: Mapping[str, str]
-) -> RerunSettings:
-    """Settings from flags given on the command line over the environment over defaults.
 
-    `flag_names` maps a field to the flag that sets it, so errors name what the user typed.
-    """
-    values = dict(given)
-    if "base_url" not in values and env.get(BASE_URL_ENV):
-        values["base_url"] = env[BASE_URL_ENV]
+KEYS: Final = tuple(RerunSettings.model_fields)
+
+
+class _AltostratBaseUrl(PydanticBaseSettingsSource):
+    """`ALTOSTRAT_BASE_URL`, the API's own variable, under `ORCHESTRATOR_BASE_URL`."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        value = os.environ.get(BASE_URL_ENV)
+        return {"base_url": value} if value else {}
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Settings, and for each key where its value came from: `default`, `flag --rate`,
+    `env ORCHESTRATOR_RATE` or `file configs/cron.toml`."""
+
+    settings: RerunSettings
+    origins: Mapping[str, str]
+    config: Path | None
+
+
+def load_settings(
+    given: Mapping[str, object], flag_names: Mapping[str, str], config: Path | None = None
+) -> Loaded:
+    """Settings from flags (`given`, by field) over the environment over the TOML file at
+    `config` over defaults. `flag_names` maps a field to its flag, so errors name it."""
+    file_keys = _read_config(config) if config is not None else {}
+    env_names = _env_names()
+    origins: dict[str, str] = {}
+    for key in KEYS:
+        if key in given:
+            origins[key] = f"flag {flag_names.get(key, key)}"
+        elif key in env_names:
+            origins[key] = f"env {env_names[key]}"
+        elif key == "base_url" and os.environ.get(BASE_URL_ENV):
+            origins[key] = f"env {BASE_URL_ENV}"
+        elif key in file_keys:
+            origins[key] = f"file {config}"
+        else:
+            origins[key] = "default"
+    settings_cls = RerunSettings if config is None else _reading(config)
     try:
-        return RerunSettings.model_validate(values)
+        settings = settings_cls(**dict[str, Any](given))
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else "settings"
-        name = flag_names.get(field, field)
-        if field == "base_url" and "base_url" not in given:
-            name = BASE_URL_ENV
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"invalid {name}: {message}") from None
+        raise ConfigError(_explain(exc, origins, config)) from None
+    return Loaded(settings, origins, config)
+
+
+def _reading(config: Path) -> type[RerunSettings]:
+    """The settings model with its TOML source pointed at `config`."""
+
+    class FromFile(RerunSettings):
+        model_config = SettingsConfigDict(toml_file=config)
+
+    return FromFile
+
+
+def _read_config(path: Path) -> set[str]:
+    """The keys of a config file, checked; the values are read by the settings source."""
+    try:
+        with path.open("rb") as stream:
+            data = tomllib.load(stream)
+    except OSError as exc:
+        raise ConfigError(f"cannot read --config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    for key in data:
+        if key not in KEYS:
+            raise ConfigError(f"unknown key {key!r} in {path}{_did_you_mean(key)}")
+    return set(data)
+
+
+def _env_names() -> dict[str, str]:
+    """Settings keys set by `ORCHESTRATOR_*` variables, and each variable's name."""
+    found: dict[str, str] = {}
+    for name, value in os.environ.items():
+        if not name.upper().startswith(ENV_PREFIX) or not value:
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in KEYS:
+            raise ConfigError(f"unknown variable {name}{_did_you_mean(key, ENV_PREFIX)}")
+        found[key] = name
+    return found
+
+
+def _did_you_mean(key: str, prefix: str = "") -> str:
+    close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.7)
+    if not close:
+        return ""
+    return f" (did you mean {prefix + close[0].upper() if prefix else close[0]}?)"
+
+
+def _explain(exc: ValidationError, origins: Mapping[str, str], config: Path | None) -> str:
+    """One line naming the key as the user set it, and what is wrong with it."""
+    error = exc.errors()[0]
+    key = str(error["loc"][0]) if error["loc"] else "settings"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    origin = origins.get(key, "")
+    kind, _, where = origin.partition(" ")
+    if kind in ("flag", "env"):
+        return f"invalid {where}: {message}"
+    if kind == "file":
+        return f"invalid {key} in {config}: {message}"
+    return f"invalid {key}: {message}"
+
+
+def describe(settings: RerunSettings) -> dict[str, str]:
+    """Each setting as a user would write it, for `config show`."""
+    shown: dict[str, str] = {}
+    for key in KEYS:
+        value = getattr(settings, key)
+        if key == "rate":
+            shown[key] = format_rate(value)
+        elif value is None:
+            shown[key] = "unset"
+        elif isinstance(value, bool):
+            shown[key] = str(value).lower()
+        elif isinstance(value, FsyncPolicy):
+            shown[key] = value.value
+        elif isinstance(value, Limit):
+            shown[key] = f"{value.percent:g}%" if value.percent is not None else str(value.count)
+        else:
+            shown[key] = str(value)
+    return shown
 
 
 def load_token(env: Mapping[str, str], token_file: Path | None) -> str:
-    """The API token from `--token-file` or the environment; never from a flag value."""
+    """The API token from `token_file` or the environment; never from a flag value."""
     if token_file is not None:
         try:
             token = token_file.read_text(encoding="utf-8").strip()
@@ -118,6 +272,16 @@ def load_token(env: Mapping[str, str], token_file: Path | None) -> str:
     if any(c.isspace() or not c.isprintable() for c in token):
         raise ConfigError("the API token holds whitespace or control characters")
     return token
+
+
+def token_status(env: Mapping[str, str], token_file: Path | None) -> tuple[str, str]:
+    """Whether a usable token is set, and where from; never the token itself."""
+    where = f"token_file {token_file}" if token_file is not None else f"env {TOKEN_ENV}"
+    try:
+        load_token(env, token_file)
+    except ConfigError as exc:
+        return "unset", f"{where}: {exc}" if token_file is not None else where
+    return "set", where
 
 
 def environ() -> Mapping[str, str]:

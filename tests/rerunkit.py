@@ -6,14 +6,16 @@ import contextlib
 import io
 import json
 import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.commands.rerun import FLAGS
 from orchestrator.engine import Plumbing, run_rerun
 from orchestrator.pacing import Backoff
-from orchestrator.report import RunResult
-from orchestrator.settings import build_settings
+from orchestrator.report import RunResult, Snapshot
+from orchestrator.settings import load_settings
 from orchestrator.simulator import RunningSimulator
 from tests.fakeclock import FakeClock
 
@@ -51,13 +53,14 @@ async def rerun(
     clock: FakeClock | None = None,
     token: str | None = None,
     backoff: Backoff | None = None,
+    monitor: Callable[[Callable[[], Snapshot]], AbstractContextManager[object]] | None = None,
     **flags: object,
 ) -> Outcome:
     """Run one session over `lines` (given on stdin) with `--rate none` unless told otherwise."""
     data = lines if isinstance(lines, bytes) else "".join(f"{x}\n" for x in lines).encode()
     given: dict[str, object] = {"base_url": sim.base_url, "ledger": ledger, "rate": "none"}
     given.update(flags)
-    settings = build_settings(given, {}, FLAGS)
+    settings = load_settings(given, FLAGS).settings
     out = io.StringIO()
     plumbing = Plumbing(
         clock=clock or FakeClock(),
@@ -66,6 +69,7 @@ async def rerun(
         stdin=io.BytesIO(data),
         stdout=out,
         backoff=backoff or Backoff(),
+        monitor=monitor,
     )
     result = await run_rerun(settings, token or sim.config.token, plumbing)
     return Outcome(result, read_ledger(ledger), out.getvalue())

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import shlex
+import sys
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TextIO, cast
 
 import anyio
 import structlog
+from rich.console import Console
 
-from ..console import LEVELS, configure_logging
-from ..engine import InputError, run_rerun
-from ..ledger import FsyncPolicy, LedgerLocked
+from ..console import configure_logging, print_summary, resolve_format
+from ..engine import InputError, Plumbing, run_rerun
+from ..ledger import LedgerLocked
+from ..metrics import write_metrics, write_summary_json
+from ..progress import LinesAbove, count_lines, live_progress
 from ..report import ExitCode, StopReason, exit_code, summary
-from ..settings import ConfigError, RerunSettings, build_settings, environ, load_token
+from ..settings import ConfigError, Loaded, RerunSettings, environ, load_token
+from ._flags import FLAGS, add_settings_arguments, settings_from
 from ._types import Subcommands
+
+__all__ = ["FLAGS", "add_parser", "run"]
 
 RERUN_EXAMPLES = """\
 examples:
@@ -23,30 +36,13 @@ examples:
   # see what would be sent, skipped and rejected, without sending anything
   orchestrator rerun failed-ids.txt --dry-run
 
-  # resume after a crash; also resend IDs that failed last time
-  orchestrator rerun failed-ids.txt --retry-failed
+  # an incident: the reviewed profile, then resend what failed last time
+  orchestrator rerun failed-ids.txt --config configs/incident.toml
+  orchestrator report rerun-ledger.jsonl --ids failed | orchestrator rerun - --retry-failed
 
   # read IDs (or JSON run objects) from a pipe, against a local simulator
   cat ids.txt | orchestrator rerun - --base-url http://127.0.0.1:8080 --rate 10/s
 """
-
-# settings field -> the flag that sets it, so validation errors name what the user typed
-FLAGS = {
-    "source": "SOURCE",
-    "ledger": "--ledger",
-    "base_url": "--base-url",
-    "concurrency": "--concurrency",
-    "rate": "--rate",
-    "max_attempts": "--max-attempts",
-    "timeout": "--timeout",
-    "fsync": "--fsync",
-    "max_failures": "--max-failures",
-    "max_client_failures": "--max-client-failures",
-    "max_server_failures": "--max-server-failures",
-    "circuit_threshold": "--circuit-threshold",
-    "wait_timeout": "--wait-timeout",
-    "poll_interval": "--poll-interval",
-}
 
 
 def add_parser(commands: Subcommands) -> None:
@@ -57,140 +53,48 @@ def add_parser(commands: Subcommands) -> None:
             "Send POST /workflows/runs/{id}/rerun for every run ID in SOURCE, at most "
             "--concurrency at once and no faster than --rate, recording every step in a "
             "JSONL ledger so that a second run resumes and nothing is rerun twice. "
-            "The token comes from ALTOSTRAT_TOKEN or --token-file."
+            "The token comes from ALTOSTRAT_TOKEN or --token-file. Every flag below is "
+            "also a key of a --config file and an ORCHESTRATOR_<KEY> variable "
+            "(flags win, then variables, then the file); defaults in parentheses."
         ),
         epilog=RERUN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add = rerun.add_argument
-    S = argparse.SUPPRESS  # unset flags stay unset, so defaults live in one place: settings
-    add(
-        "source",
-        nargs="?",
-        default=S,
-        metavar="SOURCE",
-        help="file of run IDs, or - for stdin (default)",
-    )
-    add(
-        "--ledger",
-        type=Path,
-        default=S,
-        metavar="PATH",
-        help="JSONL ledger (default rerun-ledger.jsonl)",
-    )
-    add(
-        "--base-url",
-        default=S,
-        metavar="URL",
-        help="API base URL (default $ALTOSTRAT_BASE_URL or https://v1.api.altostrat.io)",
-    )
-    add(
-        "--concurrency",
-        type=int,
-        default=S,
-        metavar="N",
-        help="requests in flight at most (default 8)",
-    )
-    add("--rate", default=S, metavar="RATE", help="N/s, N/min, N/h or none (default 60/min)")
-    add(
-        "--max-attempts",
-        type=int,
-        default=S,
-        metavar="N",
-        help="attempts per ID in all (default 5)",
-    )
-    add(
-        "--timeout",
-        type=float,
-        default=S,
-        metavar="SECONDS",
-        help="per-request timeout (default 30)",
-    )
-    add("--retry-failed", action="store_true", default=S, help="resend IDs the ledger says failed")
-    add(
-        "--retry-in-doubt",
-        action="store_true",
-        default=S,
-        help="resend IDs that may or may not have been accepted",
-    )
-    add(
-        "--dry-run",
-        action="store_true",
-        default=S,
-        help="validate and plan; send and write nothing",
-    )
-    add(
-        "--fsync",
-        choices=[p.value for p in FsyncPolicy],
-        default=S,
-        help="ledger durability (default batch)",
-    )
-    waiting = rerun.add_argument_group(
-        "waiting",
-        "follow each accepted rerun until its new run completes, fails or needs a person",
-    )
-    waiting.add_argument(
-        "--wait",
-        action="store_true",
-        default=S,
-        help="poll every new run until it ends; exit 1 if one failed again or timed out",
-    )
-    waiting.add_argument(
-        "--wait-timeout",
-        default=S,
-        metavar="DURATION",
-        help="give up on a new run this long after its rerun was accepted (default 1h)",
-    )
-    waiting.add_argument(
-        "--poll-interval",
-        default=S,
-        metavar="DURATION",
-        help="first poll this long after acceptance, then ever longer apart (default 10s)",
-    )
-    budget = rerun.add_argument_group(
-        "error budget",
-        "stop sending (exit 3) once this many IDs failed for good: a count N, or P% of the "
-        "IDs settled so far (judged from 20 on); 429s never count",
-    )
-    for flag, what in (
-        ("--max-failures", "failures of any kind"),
-        ("--max-client-failures", "4xx failures: the input is wrong"),
-        ("--max-server-failures", "5xx, timeout and connection failures: the service is sick"),
-    ):
-        budget.add_argument(flag, default=S, metavar="N|P%", help=what)
-    budget.add_argument(
-        "--circuit-threshold",
-        type=int,
-        default=S,
-        metavar="N",
-        help="faults in a row that pause all sending, with growing backoff and a probe "
-        "before resuming (default 10; 0 turns it off)",
-    )
-    add("--log-level", choices=LEVELS, default=S, help="default info")
-    add(
-        "--log-format",
-        choices=("auto", "json", "console"),
-        default=S,
-        help="default auto: console on a terminal, else JSON",
-    )
-    add(
-        "--token-file",
-        type=Path,
-        metavar="PATH",
-        help="read the API token from this file instead of $ALTOSTRAT_TOKEN",
-    )
+    add_settings_arguments(rerun)
     rerun.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    given = {k: v for k, v in vars(args).items() if k in RerunSettings.model_fields}
-    env = environ()
-    settings = build_settings(given, env, FLAGS)
-    token = None if settings.dry_run else load_token(env, args.token_file)
-    configure_logging(settings.log_level, settings.log_format, secrets=[token] if token else [])
-    log = structlog.get_logger("orchestrator")
+    loaded = settings_from(args)
+    settings = loaded.settings
     try:
-        result = anyio.run(run_rerun, settings, token)
+        return _run(loaded, settings)
+    except ConfigError:
+        _write_metrics(settings, None, ExitCode.USAGE)
+        raise
+
+
+def _run(loaded: Loaded, settings: RerunSettings) -> int:
+    _check_output_paths(settings)
+    token = None if settings.dry_run else load_token(environ(), settings.token_file)
+    stderr = sys.stderr
+    show_progress = settings.progress and not settings.dry_run and stderr.isatty()
+    console = Console(file=stderr) if show_progress else None
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        secrets=[token] if token else [],
+        stream=cast(TextIO, LinesAbove(console, stderr)) if console else stderr,
+    )
+    log = structlog.get_logger("orchestrator")
+    plumbing = Plumbing.default()
+    if console is not None:
+        total = _count_lines(settings.source)
+        plumbing = dataclasses.replace(
+            plumbing, monitor=functools.partial(live_progress, console, total)
+        )
+    try:
+        result = anyio.run(run_rerun, settings, token, plumbing)
     except LedgerLocked:
         raise ConfigError(
             f"ledger {settings.ledger} is in use by another orchestrator process; "
@@ -198,8 +102,69 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     except InputError as exc:
         log.error("input.unreadable", source=settings.source, error=str(exc))  # noqa: TRY400
+        _write_metrics(settings, None, ExitCode.INCOMPLETE)
         return ExitCode.INCOMPLETE
+    code = exit_code(result)
     fields = summary(result)
-    level = "error" if result.reason is StopReason.ABORTED else "info"
-    getattr(log, level)("rerun.summary", **fields)
-    return exit_code(result)
+    if result.tally.failed_total or result.tally.skipped_failed:
+        fields["retry_command"] = retry_command(loaded)
+    if resolve_format(settings.log_format, stderr) == "console":
+        title = "dry run" if settings.dry_run else f"rerun {result.reason.value}"
+        print_summary(fields, f"{title}: exit {int(code)}", stderr)
+    else:
+        level = "info" if result.reason is StopReason.COMPLETED else "error"
+        getattr(log, level)("rerun.summary", **fields)
+    if settings.dry_run:
+        return code  # a dry run writes nothing, not even its summary or metrics
+    if (path := settings.summary_json) is not None:
+        _write_or_log("summary_json", path, lambda: write_summary_json(path, fields))
+    _write_metrics(settings, fields, code)
+    return code
+
+
+def retry_command(loaded: Loaded) -> str:
+    """The command line that resends what failed: `report --ids failed` fed back in."""
+    settings = loaded.settings
+    ledger = shlex.quote(str(settings.ledger))
+    args = ["orchestrator", "rerun", "-", "--ledger", ledger, "--retry-failed"]
+    if loaded.config is not None:
+        args += ["--config", shlex.quote(str(loaded.config))]
+    if loaded.origins["base_url"].startswith("flag"):
+        args += ["--base-url", shlex.quote(settings.base_url)]
+    return f"orchestrator report {ledger} --ids failed | " + " ".join(args)
+
+
+def _check_output_paths(settings: RerunSettings) -> None:
+    """Fail before sending anything if an output file could not be written at the end."""
+    for name, path in (
+        ("--summary-json", settings.summary_json),
+        ("--metrics-file", settings.metrics_file),
+    ):
+        if path is not None and not path.resolve().parent.is_dir():
+            raise ConfigError(f"invalid {name} {path}: its directory does not exist")
+
+
+def _count_lines(source: str) -> int | None:
+    """The total for the progress bar: known up front for a file, counted as read for stdin."""
+    if source == "-":
+        return None
+    try:
+        return count_lines(source)
+    except OSError:
+        return None  # the engine reports an unreadable source
+
+
+def _write_metrics(settings: RerunSettings, fields: Mapping[str, object] | None, code: int) -> None:
+    path = settings.metrics_file
+    if path is not None and not settings.dry_run:
+        _write_or_log("metrics", path, lambda: write_metrics(path, fields, int(code), time.time()))
+
+
+def _write_or_log(what: str, path: Path, write: Callable[[], None]) -> None:
+    """Write an output file; failing to is logged, and does not change the exit code."""
+    try:
+        write()
+    except OSError as exc:
+        structlog.get_logger("orchestrator").error(
+            f"{what}.unwritable", path=str(path), error=exc.strerror or str(exc)
+        )

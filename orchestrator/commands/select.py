@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import random
 import sys
 from datetime import UTC, datetime
@@ -13,7 +11,7 @@ from pathlib import Path
 import anyio
 import structlog
 
-from ..console import LEVELS, configure_logging
+from ..console import LEVELS, configure_logging, detach_stdout
 from ..pacing import RealClock
 from ..selection import STATUSES, Criteria, parse_time, workflow_problem
 from ..selector import (
@@ -24,7 +22,8 @@ from ..selector import (
     run_select,
     summary,
 )
-from ..settings import ConfigError, build_settings, environ, load_token
+from ..settings import ConfigError, environ, load_settings, load_token
+from ._flags import add_config_argument
 from ._types import Subcommands
 
 SELECT_EXAMPLES = """\
@@ -66,6 +65,7 @@ def add_parser(commands: Subcommands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
+    add_config_argument(parser)
     S = argparse.SUPPRESS  # unset shared flags stay unset: their defaults live in settings
     add(
         "--workflow",
@@ -152,17 +152,10 @@ def _criteria(args: argparse.Namespace, now: datetime) -> Criteria:
         raise ConfigError(str(exc)) from None
 
 
-def _detach_stdout() -> None:
-    """The reader of stdout went away: point stdout at /dev/null, so that flushing it at
-    exit cannot fail again (the recipe in the docs of Python's `signal` module)."""
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-
-
 def run(args: argparse.Namespace) -> int:
     env = environ()
-    shared = build_settings({k: v for k, v in vars(args).items() if k in _SHARED}, env, FLAGS)
+    given = {k: v for k, v in vars(args).items() if k in _SHARED}
+    shared = load_settings(given, FLAGS, args.config).settings
     if args.limit is not None and args.limit < 1:
         raise ConfigError("invalid --limit: must be at least 1")
     settings = SelectSettings(
@@ -175,12 +168,12 @@ def run(args: argparse.Namespace) -> int:
         max_attempts=shared.max_attempts,
         timeout=shared.timeout,
     )
-    token = load_token(env, args.token_file)
+    token = load_token(env, args.token_file or shared.token_file)
     configure_logging(shared.log_level, shared.log_format, secrets=[token])
     plumbing = SelectPlumbing(clock=RealClock(), rng=random.Random(), stdout=sys.stdout)
     result = anyio.run(run_select, settings, token, plumbing)
     if result.outcome is SelectOutcome.OUTPUT_CLOSED:
-        _detach_stdout()
+        detach_stdout()
     level = "error" if result.outcome is SelectOutcome.ABORTED else "info"
     getattr(structlog.get_logger("orchestrator"), level)("select.summary", **summary(result))
     return exit_code(result)

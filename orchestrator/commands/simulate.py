@@ -7,12 +7,26 @@ import argparse
 from ..simulator import serve
 from ._types import Subcommands
 
+SIMULATE_EXAMPLES = """\
+examples:
+  # the API as documented, 60 requests/min, on http://127.0.0.1:8080 (token sim-token)
+  orchestrator simulate --rate 60/min
+
+  # a bad day: 20/s with 10% of reruns failing, on any free port
+  orchestrator simulate --port 0 --rate 20/s --error-rate 10%
+
+  # then, in another terminal, rerun its seeded failed runs against it
+  ALTOSTRAT_TOKEN=sim-token orchestrator rerun ids.txt --base-url http://127.0.0.1:8080
+"""
+
 
 def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "simulate",
         help="run the embedded Altostrat API simulator on loopback",
         description="A stand-in of the Altostrat workflow API, for trying orchestrator safely.",
+        epilog=SIMULATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_arguments(parser)
     parser.set_defaults(handler=run)

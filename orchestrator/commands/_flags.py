@@ -1,0 +1,139 @@
+"""The settings flags, shared by `rerun` and `config show`, and reading them back.
+
+Unset flags stay unset (argparse.SUPPRESS), so defaults live in one place, the settings
+model, and `config show` can tell a flag from a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Final
+
+from ..console import LEVELS
+from ..ledger import FsyncPolicy
+from ..settings import KEYS, Loaded, load_settings
+
+# settings field -> the flag that sets it, so validation errors name what the user typed
+FLAGS: Final = {
+    "source": "SOURCE",
+    **{key: "--" + key.replace("_", "-") for key in KEYS if key != "source"},
+}
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="read settings from this TOML file (flags and ORCHESTRATOR_* override it)",
+    )
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every settings key as a flag. Booleans take --no-… too, to undo a config file."""
+    S = argparse.SUPPRESS
+    add_config_argument(parser)
+    add = parser.add_argument_group("sending").add_argument
+    add("source", nargs="?", default=S, metavar="SOURCE", help="file of run IDs, or - for stdin")
+    add("--ledger", type=Path, default=S, metavar="PATH", help="JSONL ledger (rerun-ledger.jsonl)")
+    add(
+        "--base-url",
+        default=S,
+        metavar="URL",
+        help="API base URL (default $ALTOSTRAT_BASE_URL or https://v1.api.altostrat.io)",
+    )
+    add("--concurrency", type=int, default=S, metavar="N", help="requests in flight at most (8)")
+    add("--rate", default=S, metavar="RATE", help="N/s, N/min, N/h or none (60/min)")
+    add("--max-attempts", type=int, default=S, metavar="N", help="attempts per ID in all (5)")
+    add("--timeout", type=float, default=S, metavar="SECONDS", help="per-request timeout (30)")
+    flag = argparse.BooleanOptionalAction
+    add("--retry-failed", action=flag, default=S, help="resend IDs the ledger says failed")
+    add(
+        "--retry-in-doubt",
+        action=flag,
+        default=S,
+        help="resend IDs that may or may not have been accepted",
+    )
+    add("--dry-run", action=flag, default=S, help="validate and plan; send and write nothing")
+    add(
+        "--fsync",
+        choices=[p.value for p in FsyncPolicy],
+        default=S,
+        help="ledger durability (batch)",
+    )
+    add(
+        "--token-file",
+        type=Path,
+        default=S,
+        metavar="PATH",
+        help="read the API token from this file instead of $ALTOSTRAT_TOKEN",
+    )
+    waiting = parser.add_argument_group(
+        "waiting",
+        "follow each accepted rerun until its new run completes, fails or needs a person",
+    )
+    waiting.add_argument(
+        "--wait",
+        action=flag,
+        default=S,
+        help="poll every new run until it ends; exit 1 if one failed again or timed out",
+    )
+    waiting.add_argument(
+        "--wait-timeout",
+        default=S,
+        metavar="DURATION",
+        help="give up on a new run this long after its rerun was accepted (1h)",
+    )
+    waiting.add_argument(
+        "--poll-interval",
+        default=S,
+        metavar="DURATION",
+        help="first poll this long after acceptance, then ever longer apart (10s)",
+    )
+    budget = parser.add_argument_group(
+        "error budget",
+        "stop sending (exit 3) once this many IDs failed for good: a count N, or P% of the "
+        "IDs settled so far (judged from 20 on); 429s never count",
+    )
+    for name, what in (
+        ("--max-failures", "failures of any kind"),
+        ("--max-client-failures", "4xx failures: the input is wrong"),
+        ("--max-server-failures", "5xx, timeout and connection failures: the service is sick"),
+    ):
+        budget.add_argument(name, default=S, metavar="N|P%", help=what)
+    budget.add_argument(
+        "--circuit-threshold",
+        type=int,
+        default=S,
+        metavar="N",
+        help="faults in a row that pause all sending, with growing backoff and a probe "
+        "before resuming (default 10; 0 turns it off)",
+    )
+    add = parser.add_argument_group("output").add_argument
+    add("--log-level", choices=LEVELS, default=S, help="info")
+    add(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default=S,
+        help="auto: console on a terminal, else JSON",
+    )
+    add(
+        "--progress",
+        action=flag,
+        default=S,
+        help="live progress bar when stderr is a terminal (on)",
+    )
+    add("--summary-json", type=Path, default=S, metavar="PATH", help="also write the summary here")
+    add(
+        "--metrics-file",
+        type=Path,
+        default=S,
+        metavar="PATH",
+        help="write Prometheus textfile metrics here at the end",
+    )
+
+
+def settings_from(args: argparse.Namespace) -> Loaded:
+    given = {k: v for k, v in vars(args).items() if k in KEYS}
+    return load_settings(given, FLAGS, args.config)

@@ -1,0 +1,267 @@
+"""The operator's side of the command line, as a real subprocess: config files and
+`config show`, clean JSON off a terminal, the summary file, metrics at every end, the
+error budget, and help that teaches."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from orchestrator.simulator import RunningSimulator, SimConfig
+from tests.rerunkit import make_ids
+
+pytestmark = pytest.mark.subprocess
+
+TOKEN = "tok-ops-secret-42"
+
+
+async def orchestrator(
+    *args: str, cwd: Path, stdin: bytes = b"", token: str | None = TOKEN, **extra: str
+) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALTOSTRAT_", "ORCHESTRATOR_"))}
+    if token is not None:
+        env["ALTOSTRAT_TOKEN"] = token
+    env |= extra
+    with anyio.fail_after(30):
+        done = await anyio.run_process(
+            [sys.executable, "-m", "orchestrator", *args],
+            input=stdin,
+            cwd=cwd,
+            env=env,
+            check=False,
+        )
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+def metrics(path: Path) -> dict[str, float]:
+    """Unlabelled samples by name, parsed with the Prometheus text-format parser."""
+    families = text_string_to_metric_families(path.read_text())
+    return {s.name: s.value for f in families for s in f.samples if not s.labels}
+
+
+def ids_file(tmp_path: Path, ids: list[str]) -> Path:
+    path = tmp_path / "ids.txt"
+    path.write_text("".join(f"{i}\n" for i in ids))
+    return path
+
+
+async def test_config_show_names_each_values_source_and_hides_the_token(tmp_path: Path) -> None:
+    config = tmp_path / "ops.toml"
+    config.write_text('rate = "5/s"\nconcurrency = 3\nledger = "ops.jsonl"\n')
+    code, out, err = await orchestrator(
+        "config",
+        "show",
+        "--config",
+        str(config),
+        "--ledger",
+        "flag.jsonl",
+        cwd=tmp_path,
+        ORCHESTRATOR_CONCURRENCY="6",
+    )
+    assert code == 0, err
+    rows = {line.split()[0]: line.split(maxsplit=2)[1:] for line in out.splitlines()[1:]}
+    assert rows["rate"] == ["5/s", f"file {config}"]
+    assert rows["concurrency"] == ["6", "env ORCHESTRATOR_CONCURRENCY"]
+    assert rows["ledger"] == ["flag.jsonl", "flag --ledger"]
+    assert rows["timeout"] == ["30.0", "default"]
+    assert rows["token"] == ["set", "env ALTOSTRAT_TOKEN"]
+    assert TOKEN not in out + err
+
+    code, out, _ = await orchestrator("config", "show", "--json", cwd=tmp_path, token=None)
+    shown = json.loads(out)
+    assert shown["token"] == {"value": "unset", "source": "env ALTOSTRAT_TOKEN"}
+    assert shown["rate"] == {"value": "1/s", "source": "default"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("concurency = 4\n", "unknown key 'concurency' in {path} (did you mean concurrency?)"),
+        ('rate = "fast"\n', "invalid rate in {path}: rate 'fast' is not N/s, N/min, N/h or none"),
+    ],
+)
+async def test_a_bad_config_file_exits_2_naming_key_and_file(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    for command in (["rerun", "-"], ["config", "show"], ["select", "--workflow", "fl_abc"]):
+        code, out, err = await orchestrator(*command, "--config", str(config), cwd=tmp_path)
+        assert code == 2
+        assert err.strip() == "orchestrator: error: " + message.format(path=config)
+        assert out == ""
+
+
+async def test_off_a_terminal_stderr_is_clean_json_lines_and_the_summary_file_matches(
+    tmp_path: Path,
+) -> None:
+    ids = make_ids(15)
+    source = ids_file(tmp_path, [*ids, "bad-line"])
+    async with RunningSimulator(SimConfig(accept_any=True, token=TOKEN)) as sim:
+        code, out, err = await orchestrator(
+            "rerun",
+            str(source),
+            "--base-url",
+            sim.base_url,
+            "--rate",
+            "none",
+            "--progress",  # asked for, but stderr is no terminal: no bar
+            "--summary-json",
+            "summary.json",
+            cwd=tmp_path,
+        )
+    assert code == 1
+    assert out == ""
+    events = [json.loads(line) for line in err.splitlines()]  # every line is JSON
+    assert events[-1]["event"] == "rerun.summary"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {k: v for k, v in events[-1].items() if k in summary} == summary
+    assert summary["succeeded"] == 15
+    assert summary["rejected"] == 1
+    assert "retry_command" not in summary  # nothing failed
+
+
+async def test_metrics_and_retry_command_after_failures(tmp_path: Path) -> None:
+    ids = make_ids(5)
+    source = ids_file(tmp_path, ids)
+    config = SimConfig(accept_any=True, token=TOKEN, script={ids[0]: [404]})
+    async with RunningSimulator(config) as sim:
+        code, _, err = await orchestrator(
+            "rerun",
+            str(source),
+            "--base-url",
+            sim.base_url,
+            "--rate",
+            "none",
+            "--metrics-file",
+            "m.prom",
+            cwd=tmp_path,
+        )
+    assert code == 1
+    summary = json.loads(err.splitlines()[-1])
+    assert summary["retry_command"] == (
+        "orchestrator report rerun-ledger.jsonl --ids failed | orchestrator rerun - "
+        f"--ledger rerun-ledger.jsonl --retry-failed --base-url {sim.base_url}"
+    )
+    got = metrics(tmp_path / "m.prom")
+    assert got["orchestrator_exit_code"] == 1
+    assert "orchestrator_last_success_timestamp_seconds" not in got
+
+
+async def test_a_spent_error_budget_is_in_the_summary_and_the_metrics(tmp_path: Path) -> None:
+    ids = make_ids(60)
+    config = SimConfig(accept_any=True, token=TOKEN, script={i: [404] for i in ids[:30]})
+    source = ids_file(tmp_path, ids)
+    async with RunningSimulator(config) as sim:
+        code, _, err = await orchestrator(
+            "rerun",
+            str(source),
+            "--base-url",
+            sim.base_url,
+            "--rate",
+            "none",
+            "--concurrency",
+            "1",
+            "--max-failures",
+            "3",
+            "--metrics-file",
+            "m.prom",
+            cwd=tmp_path,
+        )
+        requests = sim.state.stats.requests
+    assert code == 3
+    assert '"rerun.budget_exhausted"' in err
+    summary = json.loads(err.splitlines()[-1])
+    assert summary["outcome"] == "budget_exhausted"
+    assert summary["failed"] == 3
+    assert requests == 3  # one at a time: nothing was sent after the third failure
+    assert metrics(tmp_path / "m.prom")["orchestrator_exit_code"] == 3
+
+
+async def test_metrics_are_written_on_abort_and_on_a_usage_error(tmp_path: Path) -> None:
+    source = ids_file(tmp_path, make_ids(5))
+    async with RunningSimulator(SimConfig(accept_any=True, token=TOKEN)) as sim:
+        code, _, _ = await orchestrator(
+            "rerun",
+            str(source),
+            "--base-url",
+            sim.base_url,
+            "--metrics-file",
+            "abort.prom",
+            cwd=tmp_path,
+            token="wrong-token-1",
+        )
+    assert code == 3
+    assert metrics(tmp_path / "abort.prom")["orchestrator_exit_code"] == 3
+    code, _, _ = await orchestrator(
+        "rerun", str(source), "--metrics-file", "usage.prom", cwd=tmp_path, token=None
+    )
+    assert code == 2
+    assert metrics(tmp_path / "usage.prom")["orchestrator_exit_code"] == 2
+
+
+async def test_a_metrics_file_in_a_missing_directory_fails_before_sending(tmp_path: Path) -> None:
+    code, _, err = await orchestrator(
+        "rerun", "-", "--metrics-file", "nowhere/m.prom", cwd=tmp_path, stdin=b"fl_run_a\n"
+    )
+    assert code == 2
+    assert "invalid --metrics-file nowhere/m.prom: its directory does not exist" in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["rerun"], ["report"], ["config"], ["config", "show"], ["simulate"]],
+)
+async def test_every_command_has_help_with_real_examples(
+    tmp_path: Path, command: list[str]
+) -> None:
+    code, out, _ = await orchestrator(*command, "--help", cwd=tmp_path)
+    assert code == 0
+    examples = out.split("examples:", 1)[1]
+    commands = [line for line in examples.splitlines() if "orchestrator " in line]
+    assert len(commands) >= 2, out
+
+
+async def test_a_dry_run_writes_no_summary_and_no_metrics(tmp_path: Path) -> None:
+    code, out, _ = await orchestrator(
+        "rerun",
+        "-",
+        "--dry-run",
+        "--summary-json",
+        "s.json",
+        "--metrics-file",
+        "m.prom",
+        cwd=tmp_path,
+        stdin=b"fl_run_a\n",
+        token=None,
+    )
+    assert code == 0
+    assert out == "send\tfl_run_a\tnew\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+async def test_console_logs_end_with_the_summary_table(tmp_path: Path) -> None:
+    async with RunningSimulator(SimConfig(accept_any=True, token=TOKEN)) as sim:
+        code, _, err = await orchestrator(
+            "rerun",
+            "-",
+            "--base-url",
+            sim.base_url,
+            "--rate",
+            "none",
+            "--log-format",
+            "console",
+            cwd=tmp_path,
+            stdin=b"fl_run_a\nfl_run_b\n",
+        )
+    assert code == 0
+    table = err[err.index("rerun completed: exit 0") :]
+    assert "succeeded" in table
+    assert "rerun-ledger.jsonl" in table
+    assert "retry failed" not in table
