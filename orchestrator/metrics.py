@@ -123,6 +123,14 @@ def render_metrics(
             "error",
             by_error,
         )
+    finished = _counts(fields.get("finished_by_outcome"))
+    if finished:
+        out.gauges(
+            "finished_reruns",
+            "With --wait: how the new runs of the last rerun ended, by outcome.",
+            "outcome",
+            finished,
+        )
     by_status = _counts(fields.get("requests_by_status"))
     if by_status:
         out.gauges(

@@ -182,6 +182,7 @@ class LedgerReport:
     failed_error: dict[str, str] = field(default_factory=dict)  # failed IDs: their error
     bad_response: int = 0
     rejected: dict[tuple[object, object], str] = field(default_factory=dict)  # (line, input)
+    finished: dict[str, str] = field(default_factory=dict)  # --wait: original -> outcome
     requests: int = 0
     retries: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
@@ -235,6 +236,8 @@ class LedgerReport:
                 self.rejected[(record.get("line"), record.get("input"))] = str(
                     record.get("input", "")
                 )
+            case "finished" if isinstance(run_id, str):
+                self.finished[run_id] = str(record.get("outcome"))
             case "dispatched" if isinstance(run_id, str):
                 self.requests += 1
                 if when is not None:
@@ -288,6 +291,8 @@ class LedgerReport:
         """As a run would end now: 1 while anything failed, was rejected or is in doubt."""
         if self.failed_error or self.rejected or self.count(IdState.IN_DOUBT):
             return ExitCode.INCOMPLETE
+        if {"failed_again", "timed_out"} & set(self.finished.values()):
+            return ExitCode.INCOMPLETE
         return ExitCode.OK
 
     def summary(self, ledger: str, running: bool) -> dict[str, object]:
@@ -327,6 +332,11 @@ class LedgerReport:
             "corrupt_lines": self.state.corrupt_lines,
             "ledger": ledger,
         }
+        if self.finished:
+            fields["finished_by_outcome"] = dict(sorted(Counter(self.finished.values()).items()))
+            for outcome in sorted(set(self.finished.values()) - {"completed"}):
+                ids = (i for i, o in self.finished.items() if o == outcome)
+                fields[f"{outcome}_ids"] = list(itertools.islice(ids, SHOWN_IN_DOUBT))
         return fields
 
 

@@ -102,3 +102,10 @@ def test_summary_json_is_the_summary(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     write_summary_json(path, {"outcome": "completed", "succeeded": 3})
     assert json.loads(path.read_text()) == {"outcome": "completed", "succeeded": 3}
+
+
+def test_waited_reruns_are_counted_by_how_they_ended() -> None:
+    fields = {"finished_by_outcome": {"completed": 7, "failed_again": 2, "timed_out": 1}}
+    metrics = parse(render_metrics(fields, 1, 1_800_000_000.0, None))
+    finished = {dict(k)["outcome"]: v for k, v in metrics["orchestrator_finished_reruns"].items()}
+    assert finished == {"completed": 7, "failed_again": 2, "timed_out": 1}

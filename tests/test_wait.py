@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from orchestrator.report import ExitCode, exit_code, summary
+from orchestrator.report import ExitCode, LedgerReport, exit_code, summary
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.fakeclock import FakeClock
 from tests.rerunkit import make_ids, read_ledger, rerun
@@ -155,3 +155,22 @@ async def test_kill_9_while_waiting_then_resume_polls_again_and_resends_nothing(
     assert final["finished_by_outcome"] == {"completed": 20}
     assert final["skipped_done"] == 20
     assert Counter(sim.state.stats.accepted) == Counter(dict.fromkeys(ids, 1))
+
+
+async def test_report_shows_how_the_waited_reruns_ended(ledger: Path) -> None:
+    ids = make_ids(3)
+    ends = {ids[0]: "completed", ids[1]: "failed", ids[2]: "stuck"}
+    config = SimConfig(accept_any=True, pending_s=1, running_s=1, rerun_outcomes=ends)
+    clock = FakeClock(autojump=False)
+    async with RunningSimulator(config, clock=clock.now) as sim, clock.driven():
+        done = await rerun(
+            sim, ledger, ids, clock=clock, wait=True, wait_timeout="30s", poll_interval="1s"
+        )
+    folded = LedgerReport()
+    with ledger.open("rb") as lines:
+        folded.feed_lines(lines)
+    fields = folded.summary(str(ledger), running=False)
+    assert fields["finished_by_outcome"] == summary(done.result)["finished_by_outcome"]
+    assert fields["failed_again_ids"] == [ids[1]]
+    assert fields["timed_out_ids"] == [ids[2]]
+    assert folded.exit_code() == ExitCode.INCOMPLETE
