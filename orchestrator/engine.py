@@ -227,6 +227,8 @@ class Rerun:
             requests=tally.requests,
             rate_limited=tally.by_status.get("429", 0),
             target_rate=self._pacer.bucket.per_second,  # as adaptive pacing has set it
+            following=None if self._waiter is None else self._waiter.following,
+            ended=sum(tally.finished.values()),
         )
 
     # ---- the pipeline ---------------------------------------------------------------------

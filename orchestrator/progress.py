@@ -118,6 +118,8 @@ class ProgressView:
             f"  elapsed {format_duration(now - self._started)}",
             f"  ETA {format_duration(eta)}",
         )
+        if snap.following is not None:
+            counts.append(f"  waiting for {snap.following:,}, {snap.ended:,} ended")
         grid = Table.grid(padding=(0, 1))
         grid.add_row(
             ProgressBar(total=total if known and total else None, completed=snap.done, width=30),

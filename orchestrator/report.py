@@ -86,6 +86,8 @@ class Snapshot:
     requests: int
     rate_limited: int  # 429 answers
     target_rate: float | None  # requests/s the pacing allows now, None for no limit
+    following: int | None = None  # --wait: new runs still being followed (None: no --wait)
+    ended: int = 0  # --wait: new runs whose end was recorded
 
 
 @dataclass(frozen=True)

@@ -237,3 +237,12 @@ def _on_a_terminal(args: list[str], cwd: Path) -> tuple[int, bytes, str]:
     os.close(primary)
     stdout, _ = process.communicate(timeout=30)
     return process.returncode, stdout, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_with_wait_the_bar_says_how_many_new_runs_are_still_followed() -> None:
+    script = Script()
+    view = ProgressView(script.snapshot, total=10, clock=script.clock)
+    console, out = terminal(width=200)
+    assert "waiting for" not in render(view, console, out)
+    script.current = snap(lines=10, done=10, succeeded=10, following=4, ended=6)
+    assert "waiting for 4, 6 ended" in render(view, console, out)
