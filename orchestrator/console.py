@@ -161,6 +161,13 @@ def summary_table(fields: Mapping[str, object], title: str) -> Table:
         table.add_row(label, Text(f"{value:,}", style=style), notes.get(key, ""))
     if "would_send" in fields:
         table.add_row("would send", f"{fields['would_send']:,}", "dry run: nothing was sent")
+    ended = fields.get("finished_by_outcome")
+    if isinstance(ended, dict):
+        for outcome, count in ended.items():
+            bad = outcome in ("failed_again", "timed_out", "lost")
+            ids = _ids(fields.get(f"{outcome}_ids"), count) if outcome != "completed" else ""
+            label = "new runs " + str(outcome).replace("_", " ")
+            table.add_row(label, Text(f"{count:,}", style="red" if bad else ""), ids)
     elapsed, rate = fields.get("elapsed_s"), fields.get("effective_rate_per_s")
     if isinstance(elapsed, int | float) and isinstance(rate, int | float):
         table.add_row("elapsed", f"{elapsed:.1f}s", f"{rate:.1f} requests/s effective")

@@ -484,7 +484,7 @@ class Rerun:
             self.tally.unsettled_reruns.setdefault(record.outcome, []).append(
                 record.original_run_id
             )
-        level = "info" if record.outcome == "completed" else "warning"
+        level = "debug" if record.outcome == "completed" else "warning"
         getattr(log, level)(
             "wait.finished",
             run_id=record.original_run_id,

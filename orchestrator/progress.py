@@ -113,7 +113,7 @@ class ProgressView:
             (f"✗ {snap.failed:,}", "red" if snap.failed else ""),
             f"  ⇄ {snap.in_flight} in flight",
             f"  {0.0 if current is None else current:.1f}/s",
-            f" of {format_rate(snap.target_rate)}",
+            f" of {format_rate(snap.target_rate, digits=3)}",
             ("  429s " + f"{snap.rate_limited:,}", "yellow" if snap.rate_limited else ""),
             f"  elapsed {format_duration(now - self._started)}",
             f"  ETA {format_duration(eta)}",

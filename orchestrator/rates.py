@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Final
 
@@ -25,10 +26,12 @@ def parse_rate(text: str) -> float | None:
     return per_second
 
 
-def format_rate(per_second: float | None) -> str:
-    """The inverse of parse_rate, in the unit that reads best."""
+def format_rate(per_second: float | None, *, digits: int | None = None) -> str:
+    """The inverse of parse_rate, in the unit that reads best; with `digits`, rounded to
+    that many significant digits for display (4.81223/s reads 4.81/s)."""
     if per_second is None:
         return "none"
-    if per_second >= 1:
-        return f"{per_second:g}/s"
-    return f"{per_second * 60:g}/min"
+    value, unit = (per_second, "s") if per_second >= 1 else (per_second * 60, "min")
+    if digits is not None and value > 0:
+        value = round(value, digits - 1 - math.floor(math.log10(value)))
+    return f"{value:g}/{unit}"

@@ -34,6 +34,9 @@ def test_format_rate_reads_back() -> None:
     assert format_rate(parse_rate("60/min")) == "1/s"
     assert format_rate(parse_rate("30/min")) == "30/min"
     assert format_rate(None) == "none"
+    assert format_rate(4.812234, digits=3) == "4.81/s"
+    assert format_rate(1234.5, digits=3) == "1230/s"
+    assert format_rate(0.8333333, digits=3) == "50/min"
 
 
 async def test_token_bucket_spaces_requests_evenly() -> None:

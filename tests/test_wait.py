@@ -3,6 +3,7 @@ new runs move pending → running → an end over a virtual clock both sides sha
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from orchestrator.console import print_summary
 from orchestrator.report import ExitCode, LedgerReport, exit_code, summary
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.fakeclock import FakeClock
@@ -174,3 +176,22 @@ async def test_report_shows_how_the_waited_reruns_ended(ledger: Path) -> None:
     assert fields["failed_again_ids"] == [ids[1]]
     assert fields["timed_out_ids"] == [ids[2]]
     assert folded.exit_code() == ExitCode.INCOMPLETE
+
+
+def test_the_summary_table_shows_how_the_new_runs_ended() -> None:
+    fields = {
+        "succeeded": 3,
+        "failed": 0,
+        "finished_by_outcome": {"completed": 1, "failed_again": 1, "timed_out": 1},
+        "failed_again_ids": ["fl_run_a1"],
+        "timed_out_ids": ["fl_run_b1"],
+        "ledger": "l.jsonl",
+    }
+    out = io.StringIO()
+    print_summary(fields, "rerun completed: exit 1", out)
+    text = out.getvalue()
+    assert "new runs completed" in text
+    assert "new runs failed again" in text
+    assert "fl_run_a1" in text
+    assert "new runs timed out" in text
+    assert "fl_run_b1" in text
