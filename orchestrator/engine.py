@@ -19,17 +19,13 @@ import os
 import random
 import signal
 import sys
-import threading
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import BinaryIO, Final, TextIO
+from typing import BinaryIO, TextIO
 
 import aiohttp
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -37,7 +33,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from . import __version__
 from .api import Abort, Accepted, AltostratClient, Failed, Outcome, Retryable, answer_of
 from .budget import ErrorBudget
-from .ids import Rejected, parse_line, read_capped_lines
+from .ids import Rejected, parse_line
 from .ledger import (
     AttemptFailed,
     Dispatched,
@@ -56,13 +52,10 @@ from .ledger import Rejected as RejectedRecord
 from .pacing import Backoff, Clock, Pacer, RealClock
 from .report import RunResult, Snapshot, StopReason, Tally, exit_code
 from .settings import ConfigError, RerunSettings
+from .source import Batch, InputError, InputFailed, open_source, read_in_background
 from .waiting import Waiter, WaitPolicy
 
 log = structlog.get_logger("orchestrator")
-
-# Lines handed over from the reader thread at a time: amortises the thread hop.
-_BATCH_LINES: Final = 512
-_LOOP_GONE: Final = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.RunFinishedError)
 
 
 @dataclass(frozen=True)
@@ -82,46 +75,6 @@ class Plumbing:
     @classmethod
     def default(cls) -> Plumbing:
         return cls(clock=RealClock(), rng=random.Random())
-
-
-@dataclass(frozen=True, slots=True)
-class _InputFailed:
-    """Sent in place of a batch when the input breaks off: it must not pass for its end."""
-
-    message: str
-
-
-_Batch = list[bytes] | _InputFailed
-
-
-class InputError(Exception):
-    """The input could not be read to its end; what was read before it has been handled."""
-
-
-def _reader_thread(
-    stream: BinaryIO,
-    send: MemoryObjectSendStream[_Batch],
-    token: anyio.lowlevel.EventLoopToken,
-) -> None:
-    """Read lines in batches and hand them to the loop, blocking while the loop is behind."""
-
-    def hand_over(item: _Batch) -> None:
-        anyio.from_thread.run(send.send, item, token=token)
-
-    with contextlib.suppress(*_LOOP_GONE):
-        try:
-            batch: list[bytes] = []
-            for line in read_capped_lines(stream):
-                batch.append(line)
-                if len(batch) >= _BATCH_LINES:
-                    hand_over(batch)
-                    batch = []
-            if batch:
-                hand_over(batch)
-        except OSError as exc:
-            hand_over(_InputFailed(exc.strerror or str(exc)))
-        finally:
-            anyio.from_thread.run_sync(send.close, token=token)
 
 
 class Rerun:
@@ -262,14 +215,8 @@ class Rerun:
 
     async def _pipeline(self, source: BinaryIO) -> None:
         concurrency = self.settings.concurrency
-        lines_send, lines_receive = anyio.create_memory_object_stream[_Batch](1)
+        lines_receive = read_in_background(source)
         ids_send, ids_receive = anyio.create_memory_object_stream[str](concurrency)
-        threading.Thread(
-            target=_reader_thread,
-            args=(source, lines_send, anyio.lowlevel.current_token()),
-            name="orchestrator-input",
-            daemon=True,  # a stdin that never ends must not keep the process alive
-        ).start()
         async with anyio.create_task_group() as following:
             if self._waiter is not None:
                 following.start_soon(self._waiter.run)
@@ -285,12 +232,12 @@ class Rerun:
                 self._waiter.close()
 
     async def _feed(
-        self, lines: MemoryObjectReceiveStream[_Batch], ids: MemoryObjectSendStream[str]
+        self, lines: MemoryObjectReceiveStream[Batch], ids: MemoryObjectSendStream[str]
     ) -> None:
         async with lines, ids:
             with self._reading:
                 async for batch in lines:
-                    if isinstance(batch, _InputFailed):
+                    if isinstance(batch, InputFailed):
                         # What was read is still sent; the error is raised once it is.
                         self._input_error = batch.message
                         return
@@ -573,15 +520,6 @@ def _status_key(outcome: Outcome) -> str:
     return outcome.error
 
 
-def _open_source(source: str, stdin: BinaryIO | None) -> BinaryIO:
-    if source == "-":
-        return stdin or sys.stdin.buffer
-    try:
-        return Path(source).open("rb")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {source}: {exc.strerror or exc}") from None
-
-
 def _open_ledger(settings: RerunSettings) -> LedgerWriter:
     try:
         return LedgerWriter(settings.ledger, settings.fsync)
@@ -596,7 +534,7 @@ async def run_rerun(
 
     Raises ConfigError (bad source or ledger path), LedgerLocked or InputError."""
     plumbing = plumbing or Plumbing.default()
-    source = _open_source(settings.source, plumbing.stdin)
+    source = open_source(settings.source, plumbing.stdin)
     with contextlib.ExitStack() as cleanup:
         if settings.source != "-":
             cleanup.callback(source.close)

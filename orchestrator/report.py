@@ -69,9 +69,6 @@ class Tally:
     def failed_total(self) -> int:
         return sum(self.failed.values())
 
-    def note_in_doubt(self, run_id: str) -> None:
-        self.in_doubt.append(run_id)
-
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:

@@ -17,12 +17,13 @@ import structlog
 from rich.console import Console
 
 from ..console import configure_logging, print_summary, resolve_format
-from ..engine import InputError, Plumbing, run_rerun
+from ..engine import Plumbing, run_rerun
 from ..ledger import LedgerLocked
 from ..metrics import write_metrics, write_summary_json
 from ..progress import LinesAbove, count_lines, live_progress
 from ..report import ExitCode, StopReason, exit_code, summary
 from ..settings import ConfigError, Loaded, RerunSettings, environ, load_token
+from ..source import InputError
 from ._flags import FLAGS, add_settings_arguments, settings_from
 from ._types import Subcommands
 
