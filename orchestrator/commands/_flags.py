@@ -30,6 +30,18 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_log_arguments(group: argparse._ActionsContainer) -> None:
+    """--log-level and --log-format, the same for every command that talks to the API."""
+    S = argparse.SUPPRESS
+    group.add_argument("--log-level", choices=LEVELS, default=S, help="default info")
+    group.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default=S,
+        help="default auto: console on a terminal, else JSON",
+    )
+
+
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """Every settings key as a flag. Booleans take --no-… too, to undo a config file."""
     S = argparse.SUPPRESS
@@ -110,14 +122,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="faults in a row that pause all sending, with growing backoff and a probe "
         "before resuming (default 10; 0 turns it off)",
     )
-    add = parser.add_argument_group("output").add_argument
-    add("--log-level", choices=LEVELS, default=S, help="info")
-    add(
-        "--log-format",
-        choices=("auto", "json", "console"),
-        default=S,
-        help="auto: console on a terminal, else JSON",
-    )
+    output = parser.add_argument_group("output")
+    add_log_arguments(output)
+    add = output.add_argument
     add(
         "--progress",
         action=flag,

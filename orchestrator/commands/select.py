@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import structlog
 
-from ..console import LEVELS, configure_logging, detach_stdout
+from ..console import configure_logging, detach_stdout
 from ..pacing import RealClock
 from ..selection import STATUSES, Criteria, parse_time, workflow_problem
 from ..selector import (
@@ -23,7 +23,7 @@ from ..selector import (
     summary,
 )
 from ..settings import ConfigError, environ, load_settings, load_token
-from ._flags import add_config_argument
+from ._flags import add_config_argument, add_log_arguments
 from ._types import Subcommands
 
 SELECT_EXAMPLES = """\
@@ -115,13 +115,7 @@ def add_parser(commands: Subcommands) -> None:
         metavar="SECONDS",
         help="per-request timeout (default 30)",
     )
-    add("--log-level", choices=LEVELS, default=S, help="default info")
-    add(
-        "--log-format",
-        choices=("auto", "json", "console"),
-        default=S,
-        help="default auto: console on a terminal, else JSON",
-    )
+    add_log_arguments(parser)
     add(
         "--token-file",
         type=Path,
