@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lint typecheck pytest test demo clean
+.PHONY: install lint typecheck pytest test demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +14,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check orchestrator tests
-	$(VENV)/bin/ruff format --check orchestrator tests
+	$(VENV)/bin/ruff check orchestrator tests benchmarks
+	$(VENV)/bin/ruff format --check orchestrator tests benchmarks
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy --strict orchestrator
+	$(VENV)/bin/mypy --strict orchestrator benchmarks
 
 pytest: $(STAMP)
 	$(PY) -m pytest
@@ -27,6 +27,10 @@ test: lint typecheck pytest
 
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+# Loopback only; BENCH_ARGS passes options, e.g. BENCH_ARGS='--only throughput --runs 5'.
+bench: $(STAMP)
+	$(PY) -m benchmarks.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
