@@ -34,11 +34,11 @@ from . import __version__
 from .api import Abort, Accepted, AltostratClient, Failed, Outcome, Retryable, answer_of
 from .budget import ErrorBudget
 from .ids import Rejected, parse_line
+from .idstore import IdState
 from .ledger import (
     AttemptFailed,
     Dispatched,
     Finished,
-    IdState,
     LedgerWriter,
     ResumeState,
     SessionEnded,

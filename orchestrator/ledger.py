@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import fcntl
-import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,10 @@ from pathlib import Path
 from typing import Final, Literal
 
 import anyio
+import orjson
 from pydantic import BaseModel, ConfigDict
+
+from .idstore import IdState, IdStates
 
 # How many corrupt line numbers a resume state remembers to show; the count is kept whole.
 _SHOWN_CORRUPT: Final = 5
@@ -117,21 +119,11 @@ Record = (
 )
 
 
-class IdState(enum.IntEnum):
-    """Where an ID stands. `succeeded` is never left."""
-
-    QUEUED = -1  # taken up by the running session; replay never yields it
-    RESENDABLE = 0
-    IN_DOUBT = 1
-    FAILED = 2
-    SUCCEEDED = 3
-
-
 @dataclass
 class ResumeState:
     """What a ledger says about every ID it has seen; the one structure that grows with input."""
 
-    ids: dict[str, IdState] = field(default_factory=dict)
+    ids: IdStates = field(default_factory=IdStates)
     # Accepted reruns with no `finished` record yet: original -> new run ID. Kept only when
     # asked for (`rerun --wait`): without it, it would hold every mapping of the ledger.
     unfinished: dict[str, str] | None = None
@@ -164,7 +156,7 @@ class ResumeState:
             self.ids[run_id] = IdState.FAILED
 
     def in_doubt(self) -> list[str]:
-        return [run_id for run_id, state in self.ids.items() if state == IdState.IN_DOUBT]
+        return list(self.ids.with_state(IdState.IN_DOUBT))
 
 
 _ID_EVENTS: Final = frozenset({"dispatched", "attempt_failed", "succeeded", "failed", "finished"})
@@ -179,8 +171,8 @@ def read_records(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, object
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except ValueError:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
             record = None
         if isinstance(record, dict) and record.get("event") in LEDGER_EVENTS:
             yield number, record

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from .ledger import IdState, ResumeState, read_records
+from .idstore import IdState
+from .ledger import ResumeState, read_records
 
 # The summary names this many in-doubt IDs; the ledger and `in_doubt` count hold the rest.
 SHOWN_IN_DOUBT: Final = 20
@@ -281,10 +282,10 @@ class LedgerReport:
         return self._session_start is not None
 
     def ids(self, state: IdState) -> Iterator[str]:
-        return (run_id for run_id, s in self.state.ids.items() if s == state)
+        return self.state.ids.with_state(state)
 
     def count(self, state: IdState) -> int:
-        return sum(1 for s in self.state.ids.values() if s == state)
+        return sum(1 for _ in self.state.ids.with_state(state))
 
     def exit_code(self) -> ExitCode:
         """As a run would end now: 1 while anything failed, was rejected or is in doubt."""

@@ -11,12 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import orchestrator.ledger as ledger_module
+from orchestrator.idstore import IdState
 from orchestrator.ledger import (
     AttemptFailed,
     Dispatched,
     Failed,
     FsyncPolicy,
-    IdState,
     LedgerLocked,
     LedgerWriter,
     Rejected,

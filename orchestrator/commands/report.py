@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import BinaryIO, Final, TextIO
 
 from ..console import print_summary
-from ..ledger import IdState, read_records
+from ..idstore import IdState
+from ..ledger import read_records
 from ..report import ExitCode, LedgerReport
 from ..settings import ConfigError
 from ._types import Subcommands
