@@ -95,7 +95,8 @@ def configure_logging(
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=False,
+        # Bound once: a debug call below the level then costs one no-op method call.
+        cache_logger_on_first_use=True,
     )
 
 

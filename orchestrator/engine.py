@@ -246,7 +246,7 @@ class Rerun:
                         run_id = self._admit(parse_line(raw, self.tally.lines))
                         if run_id is not None:
                             self._pending += 1
-                            await ids.send(run_id)
+                            await _send(ids, run_id)
                 self._input_done = True
 
     def _admit(self, parsed: str | Rejected | None) -> str | None:
@@ -302,7 +302,7 @@ class Rerun:
 
     async def _worker(self, ids: MemoryObjectReceiveStream[str]) -> None:
         async with ids:
-            async for run_id in ids:
+            while (run_id := await _receive(ids)) is not None:
                 try:
                     if self.stopping:
                         self.tally.not_sent += 1  # read, but the run stopped before its turn
@@ -329,7 +329,9 @@ class Rerun:
         last: Retryable | None = None
         flagged = False  # as possibly duplicated
         for attempt in range(1, self.settings.max_attempts + 1):
-            if not await self._unless_stopped(self._pacer.turn):
+            if self.stopping or (
+                not self._pacer.open() and not await self._unless_stopped(self._pacer.turn)
+            ):
                 self._stopped_between_attempts(run_id, last)
                 return
             self._in_flight.add(run_id)
@@ -506,6 +508,30 @@ class Rerun:
                 if (spent := self._budget.failed_with(outcome.error)) and not self.stopping:
                     log.error("rerun.budget_exhausted", detail=spent)
                     self.request_stop(StopReason.BUDGET, spent)
+
+
+# anyio's send and receive always go through the event loop, even when an item or a
+# place is ready; trying without waiting first saves that on the hot path.
+
+
+async def _send(stream: MemoryObjectSendStream[str], item: str) -> None:
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+
+
+async def _receive(stream: MemoryObjectReceiveStream[str]) -> str | None:
+    """The next item, or None at the end of the stream."""
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        try:
+            return await stream.receive()
+        except anyio.EndOfStream:
+            return None
+    except anyio.EndOfStream:
+        return None
 
 
 def _rounded(rate: float | None) -> float | None:

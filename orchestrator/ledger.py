@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import enum
 import fcntl
+import functools
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
@@ -30,7 +31,15 @@ _SHOWN_CORRUPT: Final = 5
 
 def utc_now() -> str:
     """RFC 3339 UTC with milliseconds, the timestamp of every record."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = time.time()
+    whole = int(now)
+    return f"{_utc_second(whole)}.{int((now - whole) * 1000):03d}Z"
+
+
+@functools.lru_cache(maxsize=1)
+def _utc_second(whole: int) -> str:
+    # Formatted once a second, not once a record.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
 
 
 class _Record(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +34,8 @@ class RealClock:
     """The event loop's clock."""
 
     def now(self) -> float:
-        return anyio.current_time()
+        # The asyncio loop's own clock, without anyio's backend lookup on every read.
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))
@@ -58,6 +60,10 @@ class TokenBucket:
     @property
     def per_second(self) -> float | None:
         return None if self._interval == 0 else 1.0 / self._interval
+
+    @property
+    def unlimited(self) -> bool:
+        return self._interval == 0
 
     def set_rate(self, per_second: float | None) -> None:
         """Change the rate from the next reservation on; slots already handed out stand."""
@@ -118,6 +124,11 @@ class Pacer:
             await self.bucket.acquire()
             if self.pause.remaining == 0:  # a Retry-After may have come while we waited
                 return
+
+    def open(self) -> bool:
+        """True when a request may leave this instant, with no wait at all: the fast path
+        that spares an unlimited run a cancel scope and three awaits per request."""
+        return self.bucket.unlimited and not self.circuit.is_open and self.pause.remaining == 0
 
     def hold_all(self, seconds: float) -> bool:
         """Pause every worker for a Retry-After; True when that lengthened the pause."""
