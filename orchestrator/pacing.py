@@ -223,7 +223,8 @@ class AdaptiveRate:
     A limit the server states in its headers caps the rate (and sets it, the first time).
     Without one, AIMD on 429s. A 429 means the server's bucket is empty, and while it stays
     empty the server lets exactly its limit through, however fast we send: so a throttle
-    cuts the rate to a little under the goodput measured since the overshoot began (or,
+    cuts the rate to a little under the goodput measured since the overshoot began or the
+    last cut, whichever is later (or,
     too early to measure, to a little under the current rate; with no rate at all, to half
     of what was sent). Success climbs back additively, so
     the rate saws just under the limit. The climb is four times slower while 429s carry a
@@ -300,7 +301,10 @@ class AdaptiveRate:
         if now - self._last_cut < self.COOLDOWN_S:
             return None
         old = self.rate
-        span = min(self.WINDOW_S, now - self._overshoot_since)
+        # Measure since the overshoot began, or since the last cut took effect: answers from
+        # before it (a burst the server had saved up, the stragglers of a faster rate)
+        # would make the limit look higher than it is.
+        span = min(self.WINDOW_S, now - max(self._overshoot_since, self._last_cut))
         if span >= self.MIN_SPAN_S:
             goodput = self._count_since(now - span, accepted_only=True) / span
             target = goodput * self.CUT
