@@ -99,11 +99,14 @@ async def _serve_static(stop: asyncio.Event) -> None:
         await stop.wait()
 
 
-async def _serve_sim(stop: asyncio.Event, rate: float | None, retry_after: bool) -> None:
+async def _serve_sim(
+    stop: asyncio.Event, rate: float | None, retry_after: bool, rate_limit_headers: bool
+) -> None:
     config = SimConfig(
         token=TOKEN,
         rate=rate,
         retry_after=retry_after,
+        rate_limit_headers=rate_limit_headers,
         accept_any=True,
         runs=0,
         request_log_limit=_REQUEST_LOG,
@@ -121,7 +124,7 @@ async def _main(args: argparse.Namespace) -> None:
     if args.kind == "static":
         await _serve_static(stop)
     else:
-        await _serve_sim(stop, args.rate, args.retry_after)
+        await _serve_sim(stop, args.rate, args.retry_after, args.rate_limit_headers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("kind", choices=("sim", "static"))
     parser.add_argument("--rate", type=float, default=None, help="sim only: requests/s")
     parser.add_argument("--no-retry-after", dest="retry_after", action="store_false")
+    parser.add_argument("--no-rate-limit-headers", dest="rate_limit_headers", action="store_false")
     asyncio.run(_main(parser.parse_args(argv)))
     return 0
 
