@@ -370,17 +370,7 @@ class Rerun:
             self.tally.in_doubt.append(run_id)
 
     def _retry_later(self, run_id: str, attempt: int, outcome: Retryable) -> None:
-        assert self._writer is not None
-        self._writer.append(
-            AttemptFailed(
-                at=utc_now(),
-                original_run_id=run_id,
-                attempt=attempt,
-                http_status=outcome.http_status,
-                error=outcome.error,
-                resendable=outcome.resendable,
-            )
-        )
+        self._record_attempt(run_id, attempt, outcome, resendable=outcome.resendable)
         self.tally.retries += 1
         log.info(
             "rerun.retry",
@@ -413,6 +403,22 @@ class Rerun:
             )
         elif events.circuit == "closed":
             log.info("circuit.closed")
+
+    def _record_attempt(
+        self, run_id: str, attempt: int, outcome: Retryable | Abort, *, resendable: bool
+    ) -> None:
+        """An attempt that did not settle the ID: a retry follows, or the run stops."""
+        assert self._writer is not None
+        self._writer.append(
+            AttemptFailed(
+                at=utc_now(),
+                original_run_id=run_id,
+                attempt=attempt,
+                http_status=outcome.http_status,
+                error=outcome.error,
+                resendable=resendable,
+            )
+        )
 
     def _refused(self, outcome: Abort) -> None:
         """The API refused the token (to a rerun or a poll): stop everything."""
@@ -474,16 +480,7 @@ class Rerun:
                         self._waiter.follow(run_id, outcome.new_run_id)
             case Abort():
                 # Refused, not done: the ID is sent again once the token is fixed.
-                self._writer.append(
-                    AttemptFailed(
-                        at=at,
-                        original_run_id=run_id,
-                        attempt=attempt,
-                        http_status=outcome.http_status,
-                        error=outcome.error,
-                        resendable=True,
-                    )
-                )
+                self._record_attempt(run_id, attempt, outcome, resendable=True)
                 self._ids[run_id] = IdState.RESENDABLE
                 self._refused(outcome)
             case Failed() | Retryable():
