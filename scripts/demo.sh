@@ -3,8 +3,10 @@
 #
 # 1. start `orchestrator simulate` on a free loopback port, rate-limited to 20 requests/s
 #    and failing 10% of requests (500/502/503/dropped connections);
-# 2. rerun configs/demo-ids.txt at 30/s, above the server's limit, so the 429s and
-#    Retry-After pauses show; a few IDs are unknown (404) and a few lines are malformed;
+# 2. rerun configs/demo-ids.txt with --rate 30/s, above the server's limit: the
+#    orchestrator reads the limit off the first answer's X-RateLimit-Limit header
+#    (rate.from_server) and slows to it, so no request is wasted on a 429; the faults are
+#    retried; a few IDs are unknown (404) and a few lines are malformed;
 # 3. show a few original -> new mappings from the ledger, run again to show the resume
 #    skipping everything already done, and stop the simulator.
 set -euo pipefail
