@@ -88,6 +88,12 @@ def _run(loaded: Loaded, settings: RerunSettings) -> int:
         stream=cast(TextIO, LinesAbove(console, stderr)) if console else stderr,
     )
     log = structlog.get_logger("orchestrator")
+    if settings.source == "-" and sys.stdin.isatty():
+        # Not an error (IDs may be pasted), but a run that seems to hang is worse.
+        log.warning(
+            "input.from_terminal",
+            detail="reading run IDs from the terminal: end with Ctrl-D, or give a file",
+        )
     plumbing = Plumbing.default()
     if console is not None:
         total = _count_lines(settings.source)
