@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -105,6 +105,8 @@ def classify_status(status: int, retry_after: str | None) -> Outcome | None:
         return Failed(status, "server_error")
     return Failed(status, "unexpected_status")
 
+
+_M = TypeVar("_M", bound=BaseModel)
 
 # X-RateLimit-Limit states no window; Laravel's, and so Altostrat's, is one minute.
 _X_RATELIMIT_WINDOW_S: Final = 60.0
@@ -221,13 +223,7 @@ class AltostratClient:
         """One run as it stands now: `GET /workflows/runs/{runId}`."""
         if not _safe_segment(run_id):
             return Failed(None, "invalid_id")
-        answer = await self._get(f"/workflows/runs/{run_id}", None, MAX_BODY_BYTES)
-        if not isinstance(answer, _Body):
-            return answer
-        try:
-            return RunObject.model_validate_json(answer.body)
-        except ValidationError:
-            return Retryable(answer.http_status, "bad_response", True)
+        return await self._get_model(RunObject, f"/workflows/runs/{run_id}", None, MAX_BODY_BYTES)
 
     async def list_executions(
         self, workflow_id: str, page: int
@@ -236,13 +232,19 @@ class AltostratClient:
         if not _safe_segment(workflow_id):
             return Failed(None, "invalid_id")
         path = f"/workflows/{workflow_id}/executions"
-        answer = await self._get(path, {"page": str(page)}, MAX_PAGE_BYTES)
+        return await self._get_model(ExecutionsPage, path, {"page": str(page)}, MAX_PAGE_BYTES)
+
+    async def _get_model(
+        self, model: type[_M], path: str, params: dict[str, str] | None, cap: int
+    ) -> _M | Retryable | Failed | Abort:
+        """A GET whose 2xx body is read as `model`; an unreadable one is most likely cut off
+        on the way, and asking again is harmless."""
+        answer = await self._get(path, params, cap)
         if not isinstance(answer, _Body):
             return answer
         try:
-            return ExecutionsPage.model_validate_json(answer.body)
+            return model.model_validate_json(answer.body)
         except ValidationError:
-            # Most likely cut off on the way; asking again is harmless.
             return Retryable(answer.http_status, "bad_response", True)
 
     async def _get(
