@@ -90,51 +90,51 @@ async def test_bad_body_applies_the_rerun_but_is_unreadable() -> None:
         assert reruns[0].workflow_id == sim.state.runs[run_id].workflow_id
 
 
-async def test_slow_applies_the_rerun_and_answers_late() -> None:
-    run_id = "fl_run_slow"
-    config = SimConfig(runs=0, accept_any=True, slow_s=0.2, script={run_id: ["slow", "slow"]})
+SLOW_RUN = "fl_run_slow"
+HEADERS = {"Authorization": "Bearer sim-token"}
+
+
+def watching_arrivals(config: SimConfig) -> tuple[RunningSimulator, asyncio.Event]:
+    """A simulator whose clock says when a request arrives: the service reads it then,
+    and books the request (a slow rerun is applied) before anything is awaited."""
     arrived = asyncio.Event()
 
     def clock() -> float:
-        arrived.set()  # the service reads the clock as a request arrives
+        arrived.set()
         return time.monotonic()
 
-    sim = RunningSimulator(config, clock=clock)
+    return RunningSimulator(config, clock=clock), arrived
+
+
+async def test_slow_applies_the_rerun_and_answers_late() -> None:
+    config = SimConfig(runs=0, accept_any=True, slow_s=0.2, script={SLOW_RUN: ["slow", "slow"]})
+    sim, arrived = watching_arrivals(config)
     async with sim, aiohttp.ClientSession() as session:
         arrived.clear()  # building the app read it too
-        url = f"{sim.base_url}/workflows/runs/{run_id}/rerun"
-        headers = {"Authorization": "Bearer sim-token"}
+        url = f"{sim.base_url}/workflows/runs/{SLOW_RUN}/rerun"
         # A client that gives up once the server has the request: the in-doubt case, the
         # rerun happened anyway, though no answer came.
-        request = asyncio.create_task(session.post(url, headers=headers))
+        request = asyncio.create_task(session.post(url, headers=HEADERS))
         async with asyncio.timeout(10):
             await arrived.wait()
         request.cancel()
         with pytest.raises(asyncio.CancelledError):
             await request
-        assert sim.state.stats.accepted == {run_id: 1}
+        assert sim.state.stats.accepted == {SLOW_RUN: 1}
         # A patient client gets the normal 202, after the slow answer's delay.
-        async with session.post(url, headers=headers) as response:
+        async with session.post(url, headers=HEADERS) as response:
             assert response.status == 202
-            assert (await response.json())["original_run_id"] == run_id
-        assert sim.state.stats.accepted == {run_id: 2}
+            assert (await response.json())["original_run_id"] == SLOW_RUN
+        assert sim.state.stats.accepted == {SLOW_RUN: 2}
 
 
 async def test_stopping_does_not_wait_for_slow_answers() -> None:
-    run_id = "fl_run_slow"
-    config = SimConfig(runs=0, accept_any=True, slow_s=60.0, script={run_id: ["slow"]})
-    arrived = asyncio.Event()
-
-    def clock() -> float:
-        arrived.set()  # the service reads the clock as a request arrives
-        return 0.0
-
-    sim = RunningSimulator(config, clock=clock)
+    config = SimConfig(runs=0, accept_any=True, slow_s=60.0, script={SLOW_RUN: ["slow"]})
+    sim, arrived = watching_arrivals(config)
     async with sim, aiohttp.ClientSession() as session:
         arrived.clear()  # building the app read it too
-        url = f"{sim.base_url}/workflows/runs/{run_id}/rerun"
-        headers = {"Authorization": "Bearer sim-token"}
-        request = asyncio.create_task(session.post(url, headers=headers))
+        url = f"{sim.base_url}/workflows/runs/{SLOW_RUN}/rerun"
+        request = asyncio.create_task(session.post(url, headers=HEADERS))
         await arrived.wait()
         started = time.monotonic()
         await sim.stop()
