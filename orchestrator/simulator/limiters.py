@@ -19,6 +19,7 @@ do: a client that keeps sending while refused stays locked out.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -78,14 +79,14 @@ class FixedWindow:
     """`limit` requests per `window_s`, counted from the first request of each window."""
 
     def __init__(self, rate: float, window_s: float) -> None:
-        self.rate = rate
         self.window_s = window_s
         self.limit = _per_window(rate, window_s)
+        self.rate = self.limit / window_s  # what is enforced, when rate * window is not whole
         self._end = -math.inf
         self._count = 0
 
     def decide(self, now: float) -> Decision:
-        if now >= self._end:
+        if now + _EPSILON >= self._end:  # a client back after exactly its Retry-After is in
             self._end, self._count = now + self.window_s, 0
         reset = self._end - now
         if self._count >= self.limit:
@@ -98,15 +99,15 @@ class SlidingLog:
     """At most `limit` requests in any `window_s`, judged from the arrival log."""
 
     def __init__(self, rate: float, window_s: float, *, count_refused: bool = False) -> None:
-        self.rate = rate
         self.window_s = window_s
         self.limit = _per_window(rate, window_s)
+        self.rate = self.limit / window_s  # what is enforced, when rate * window is not whole
         self.count_refused = count_refused
         self._log: deque[float] = deque()
 
     def decide(self, now: float) -> Decision:
         log = self._log
-        while log and log[0] <= now - self.window_s:
+        while log and log[0] + self.window_s <= now + _EPSILON:
             log.popleft()
         allowed = len(log) < self.limit
         if allowed or self.count_refused:
@@ -125,9 +126,9 @@ class SlidingCounter:
     still covers: estimate = previous * (1 - elapsed / window) + current."""
 
     def __init__(self, rate: float, window_s: float, *, count_refused: bool = False) -> None:
-        self.rate = rate
         self.window_s = window_s
         self.limit = _per_window(rate, window_s)
+        self.rate = self.limit / window_s  # what is enforced, when rate * window is not whole
         self.count_refused = count_refused
         self._start = -math.inf  # of the current window, on a grid from the first request
         self._current = 0
@@ -136,7 +137,7 @@ class SlidingCounter:
     def decide(self, now: float) -> Decision:
         if self._start == -math.inf:
             self._start = now
-        windows = math.floor((now - self._start) / self.window_s)
+        windows = math.floor((now - self._start + _EPSILON) / self.window_s)
         if windows >= 1:
             self._previous = self._current if windows == 1 else 0
             self._current = 0
@@ -152,38 +153,78 @@ class SlidingCounter:
         reset = self.window_s - elapsed + (self.window_s if self._current else 0.0)
         if allowed:
             return Decision(True, self.limit, remaining, 0.0, reset, self.window_s)
-        # As such limiters answer: come back when this window ends (an upper bound).
-        rest = self.window_s - elapsed
-        return Decision(False, self.limit, 0, rest, reset, self.window_s)
+        return Decision(False, self.limit, 0, self._wait(elapsed), reset, self.window_s)
+
+    def _wait(self, elapsed: float) -> float:
+        """Seconds until one more request fits, if no other arrives: later in this window,
+        as the previous window's weight fades, or else in the next, as this one's does.
+        (The end of this window is not enough: a full current window weighs fully then.)"""
+        room = self.limit - 1 - self._current
+        if room >= 0:  # refused with room left means the previous window still weighs
+            return self.window_s * (1 - room / self._previous) - elapsed
+        fits_at = self.window_s * (1 - (self.limit - 1) / self._current)
+        return self.window_s - elapsed + fits_at
 
 
 class Background:
-    """Another client of the same token: it sends `load` requests a second, evenly, from
-    the first request the limiter sees until `stop_after_s` later (None: never stops).
-    Its requests are fed to the limiter in time order before each of ours."""
+    """Another client of the same token: from the first request the limiter sees until
+    `stop_after_s` later (None: never stops), it sends `load` new requests a second,
+    evenly, and sends each refused one again after exactly its `retry_after_s`, as a
+    client honouring Retry-After would. So it takes its share of the budget even beside a
+    client that sends as fast as it is let (one whose refused requests were simply lost
+    would win few slots from it), and stops at once, retries and all, when it stops.
+    Its requests are fed to the limiter in time order before each of ours, ties included."""
 
     def __init__(self, limiter: Limiter, load: float, stop_after_s: float | None = None) -> None:
         if not (load > 0 and math.isfinite(load)):
             raise ValueError(f"background load must be above zero, got {load!r}")
+        if stop_after_s is not None and not stop_after_s >= 0:
+            raise ValueError(f"background stop must be >= 0 seconds, got {stop_after_s!r}")
         self.limiter = limiter
         self.rate = limiter.rate
         self.load = load
         self.stop_after_s = stop_after_s
-        self._start: float | None = None
-        self._sent = 0
+        self.started_at: float | None = None  # the first request the limiter saw
+        self._sent = 0  # new requests sent so far
+        self._retries: list[float] = []  # a heap of when refused requests go again
         self.accepted = 0
         self.refused = 0
 
-    def decide(self, now: float) -> Decision:
-        if self._start is None:
-            self._start = now
-        end = now if self.stop_after_s is None else min(now, self._start + self.stop_after_s)
-        while (at := self._start + self._sent / self.load) < end:
-            self._sent += 1
-            if self.limiter.decide(at).allowed:
+    @property
+    def stops_at(self) -> float | None:
+        """When the background stops sending; None before it starts, or if it never does."""
+        if self.started_at is None or self.stop_after_s is None:
+            return None
+        return self.started_at + self.stop_after_s
+
+    def advance(self, now: float) -> None:
+        """Send the background's requests due by `now` (for a look at its counts between
+        two of ours; `decide` does it itself)."""
+        if self.started_at is None:
+            return
+        stops_at = math.inf if (at_stop := self.stops_at) is None else at_stop
+        while True:
+            fresh = self.started_at + self._sent / self.load
+            at = min(fresh, self._retries[0]) if self._retries else fresh
+            # A tie with ours goes to the background: its retry lands exactly as a slot
+            # frees, and a client of ours on the same grid would otherwise always win it.
+            if at > now or at >= stops_at:
+                return
+            if at == fresh:
+                self._sent += 1
+            else:
+                heapq.heappop(self._retries)
+            decision = self.limiter.decide(at)
+            if decision.allowed:
                 self.accepted += 1
             else:
                 self.refused += 1
+                heapq.heappush(self._retries, at + decision.retry_after_s)
+
+    def decide(self, now: float) -> Decision:
+        if self.started_at is None:
+            self.started_at = now
+        self.advance(now)
         return self.limiter.decide(now)
 
 
