@@ -452,7 +452,8 @@ def ratelimit(opts: Options, report: Report) -> None:
         work.mkdir(exist_ok=True)
         local = Options(**{**opts.__dict__, "base_url": None, "token": TOKEN, "work": work})
         ids = write_ids(work / "rate-ids.txt", opts.rate_ids, 9000 + n)
-        with target(local, "sim", "--rate", str(SERVER_RATE), *server_flags) as (base_url, _):
+        server_rate = f"{SERVER_RATE:g}/s"
+        with target(local, "sim", "--rate", server_rate, *server_flags) as (base_url, _):
             measured = orchestrator(local, ids, base_url, *flags, timeout_s=180)
             stats = _sim_stats(base_url)
         by_status = stats.get("by_status")

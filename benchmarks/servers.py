@@ -1,6 +1,6 @@
 """The servers the benchmark talks to, each run in a process of its own.
 
-    python -m benchmarks.servers sim [--rate 50] [--no-retry-after]
+    python -m benchmarks.servers sim [--rate 50/s] [--limiter SHAPE] [--burst N] ...
     python -m benchmarks.servers static
 
 `sim` is the embedded simulator (`orchestrator.simulator`) accepting any well-formed run
@@ -8,24 +8,27 @@ ID, as the real API would for a batch of failed runs. `static` answers every req
 one canned 202 rerun answer of the same shape and size, from a bare asyncio protocol: it
 costs so little per request that it shows how fast a client can go when the server is
 not the limit. Both bind 127.0.0.1 on a free port and print `base_url: …` once ready;
-SIGTERM stops them.
+SIGTERM stops them. `sim` takes the rate-limit options of `orchestrator simulate`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, NoReturn
 
 from orchestrator.simulator import RunningSimulator, SimConfig
+from orchestrator.simulator.serve import add_rate_limit_arguments, with_rate_limit
 
 HOST: Final = "127.0.0.1"
 TOKEN: Final = "bench-token"  # noqa: S105 - the well-known token of a local fake
-# The simulator's request log is for tests; a small one keeps its memory flat here.
+# The simulator's request log is for tests; a small one keeps its memory flat here, and
+# the rate-limit rows, which read it back, ask for a larger one (`--request-log`).
 _REQUEST_LOG: Final = 1000
 
 # The simulator's 202 answer, with fixed values: same keys, same size (about 400 bytes).
@@ -99,24 +102,13 @@ async def _serve_static(stop: asyncio.Event) -> None:
         await stop.wait()
 
 
-async def _serve_sim(
-    stop: asyncio.Event, rate: float | None, retry_after: bool, rate_limit_headers: bool
-) -> None:
-    config = SimConfig(
-        token=TOKEN,
-        rate=rate,
-        retry_after=retry_after,
-        rate_limit_headers=rate_limit_headers,
-        accept_any=True,
-        runs=0,
-        request_log_limit=_REQUEST_LOG,
-    )
+async def _serve_sim(stop: asyncio.Event, config: SimConfig) -> None:
     async with RunningSimulator(config, host=HOST) as sim:
         print(f"base_url: {sim.base_url}", flush=True)
         await stop.wait()
 
 
-async def _main(args: argparse.Namespace) -> None:
+async def _main(args: argparse.Namespace, config: SimConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -124,16 +116,33 @@ async def _main(args: argparse.Namespace) -> None:
     if args.kind == "static":
         await _serve_static(stop)
     else:
-        await _serve_sim(stop, args.rate, args.retry_after, args.rate_limit_headers)
+        await _serve_sim(stop, config)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.servers")
+    parser = _Parser(prog="python -m benchmarks.servers")
     parser.add_argument("kind", choices=("sim", "static"))
-    parser.add_argument("--rate", type=float, default=None, help="sim only: requests/s")
-    parser.add_argument("--no-retry-after", dest="retry_after", action="store_false")
-    parser.add_argument("--no-rate-limit-headers", dest="rate_limit_headers", action="store_false")
-    asyncio.run(_main(parser.parse_args(argv)))
+    parser.add_argument(
+        "--request-log",
+        type=int,
+        default=_REQUEST_LOG,
+        metavar="N",
+        help="sim only: requests kept for /_sim/requests",
+    )
+    add_rate_limit_arguments(parser)
+    args = parser.parse_args(argv)
+    base = SimConfig(token=TOKEN, accept_any=True, runs=0)
+    try:
+        config = with_rate_limit(base, args)
+        config = dataclasses.replace(config, request_log_limit=args.request_log)
+    except ValueError as exc:
+        parser.error(str(exc))
+    asyncio.run(_main(args, config))
     return 0
 
 

@@ -114,6 +114,12 @@ class SimHarness:
             stats: dict[str, Any] = await response.json()
             return stats
 
+    async def requests(self) -> dict[str, Any]:
+        """GET /_sim/requests: the request log as rows."""
+        async with self.session.get(self.base_url + "/_sim/requests") as response:
+            log: dict[str, Any] = await response.json()
+            return log
+
 
 @asynccontextmanager
 async def sim_harness(

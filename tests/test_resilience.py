@@ -104,7 +104,7 @@ async def test_a_limit_stated_in_headers_sets_the_pace(ledger: Path) -> None:
     off the first answer and paces itself at 5/s: not one 429 from a bucket with no
     burst, where sending unpaced would draw one on every other request."""
     clock = FakeClock(autojump=False)
-    config = SimConfig(accept_any=True, rate=5.0, burst=1)
+    config = SimConfig(accept_any=True, rate=5.0, burst=0)
     async with RunningSimulator(config, clock=clock.now) as sim, clock.driven():
         with capture_logs() as logs:
             done = await rerun(sim, ledger, make_ids(20), clock=clock, rate="none", concurrency=1)

@@ -280,7 +280,7 @@ async def test_retries_running_out_exit_1_and_keep_what_was_printed() -> None:
     # One request an hour, and no header to say so: the second page is refused for good.
     config = SimConfig(
         runs=100, workflows=1, per_page=15, rate=1 / 3600, retry_after=False,
-        rate_limit_headers=False,
+        rate_limit_headers="none",
     )  # fmt: skip
     clock = FakeClock()
     async with RunningSimulator(config, clock=clock.now) as sim:

@@ -94,7 +94,7 @@ async def test_reruns_and_polls_share_one_rate_and_polls_never_starve_reruns(
     quarter of the slots while reruns remain to be sent."""
     clock = FakeClock(autojump=False)
     config = SimConfig(
-        accept_any=True, rate=4.0, burst=1, pending_s=1, running_s=10, rerun_failure_rate=0
+        accept_any=True, rate=4.0, burst=0, pending_s=1, running_s=10, rerun_failure_rate=0
     )
     async with RunningSimulator(config, clock=clock.now) as sim, clock.driven():
         done = await rerun(

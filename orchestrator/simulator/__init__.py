@@ -4,7 +4,8 @@ It shares only the run-ID rule (`orchestrator.ids`) and the rate syntax
 (`orchestrator.rates`) with the client, so the two cannot agree by accident.
 
 Module map: `config` (settings), `dataset` (seeded history), `models` (runs and their
-lifecycle), `bucket` (rate-limit arithmetic), `faults` (scripted and random faults),
+lifecycle), `limiters` (the rate limiters real APIs use), `ratelimit` (the limiter a
+config names and the headers that report it), `faults` (scripted and random faults),
 `views` (JSON shapes), `state` (the mutable world), `service` (request -> reply, no
 I/O), `app` (aiohttp adapter), `server` (RunningSimulator), `serve` (the CLI command).
 """

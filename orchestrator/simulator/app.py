@@ -20,6 +20,7 @@ SIM_STATE: Final = web.AppKey("orchestrator_sim_state", SimState)
 _SHUTDOWN: Final = web.AppKey("orchestrator_sim_shutdown", asyncio.Event)
 
 STATS_PATH: Final = "/_sim/stats"
+REQUESTS_PATH: Final = "/_sim/requests"
 
 
 def sim_state(app: web.Application) -> SimState:
@@ -61,7 +62,11 @@ async def _api(request: web.Request) -> web.StreamResponse:
 
 
 async def _stats(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SIM_STATE].stats.to_json())
+    return web.json_response(request.app[SIM_STATE].stats_json())
+
+
+async def _requests(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SIM_STATE].requests_json())
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -80,5 +85,6 @@ def build_app(config: SimConfig, *, clock: Callable[[], float] = time.monotonic)
     app[_SHUTDOWN] = asyncio.Event()
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get(STATS_PATH, _stats)
+    app.router.add_get(REQUESTS_PATH, _requests)
     app.router.add_route("*", "/{tail:.*}", _api)
     return app

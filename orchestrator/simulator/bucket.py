@@ -1,4 +1,8 @@
-"""Token bucket arithmetic for the simulated rate limit. Pure: time comes in as numbers."""
+"""Token bucket arithmetic. Pure: time comes in as numbers.
+
+No longer the simulator's rate limit (that is `limiters`, through `ratelimit`); kept while
+tests/test_adaptive.py models a limit with it. A bucket of size N is a GCRA with burst N - 1.
+"""
 
 from __future__ import annotations
 
@@ -48,13 +52,3 @@ def take(bucket: Bucket, now: float, *, rate: float, size: int) -> tuple[Verdict
     wait_s = 0.0 if tokens + _EPSILON >= 1.0 else (1.0 - tokens) / rate
     remaining = math.floor(tokens + _EPSILON)
     return Verdict(allowed, remaining, wait_s), Bucket(tokens, now)
-
-
-def retry_after_seconds(wait_s: float) -> int:
-    """Retry-After as whole delta-seconds: rounded up, never below 1."""
-    return max(1, math.ceil(wait_s - _EPSILON))
-
-
-def limit_per_minute(rate: float) -> int:
-    """X-RateLimit-Limit: the rate per minute, as Laravel reports it (e.g. 60), at least 1."""
-    return max(1, round(rate * 60))

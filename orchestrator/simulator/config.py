@@ -13,6 +13,16 @@ FaultWord: TypeAlias = Literal["ok", "drop", "slow", "bad_body"]
 # applying the rerun, or one of the fault words.
 Step: TypeAlias = int | FaultWord
 FAULT_WORDS: Final[frozenset[str]] = frozenset({"ok", "drop", "slow", "bad_body"})
+# The rate limiter's shape (see `limiters`), and how its answers describe it.
+LimiterShape: TypeAlias = Literal["gcra", "fixed-window", "sliding-log", "sliding-counter"]
+LIMITER_SHAPES: Final[tuple[LimiterShape, ...]] = (
+    "gcra",
+    "fixed-window",
+    "sliding-log",
+    "sliding-counter",
+)
+HeaderStyle: TypeAlias = Literal["x", "ietf", "none"]
+HEADER_STYLES: Final[tuple[HeaderStyle, ...]] = ("x", "ietf", "none")
 
 
 def _check_probability(name: str, value: float) -> None:
@@ -45,16 +55,31 @@ class SimConfig:
     """
 
     token: str = "sim-token"  # noqa: S105 - the well-known token of a local fake
-    # Token bucket, per bearer token: requests per second, None = no limit.
+    # The rate limit of the token: requests per second, None = no limit.
     rate: float | None = None
-    # Bucket size; None means one second's worth of requests, at least 1 (see `bucket_size`).
+    limiter: LimiterShape = "gcra"
+    # GCRA only, in nginx's sense: requests beyond the steady rate let through at once
+    # (0 = strictly 1/rate apart). None: one second's worth in all, `rate - 1`, so a
+    # fresh token takes floor(rate) at once (see `gcra_burst`).
     burst: int | None = None
+    # Window shapes: round(rate * window_s) requests per window.
+    window_s: float = 1.0
+    # Sliding shapes only: refused requests count too, so a client that keeps sending
+    # while refused stays locked out.
+    count_refused: bool = False
     # Real servers do not always send Retry-After; False leaves it off 429s.
     retry_after: bool = True
-    # Same for X-RateLimit-Reset, so a client can be tested with no hint at all.
+    # Same for X-RateLimit-Reset (style "x"), so a client can be tested with no hint at all.
     rate_limit_reset: bool = True
-    # False sends no X-RateLimit-* header at all: the limit is the client's to discover.
-    rate_limit_headers: bool = True
+    # "x": X-RateLimit-Limit (per minute, as Laravel) and -Remaining; "ietf": RateLimit-Policy
+    # and RateLimit; "none": nothing, the limit is the client's to discover. (True and
+    # False, from before there were styles, still mean "x" and "none".)
+    rate_limit_headers: HeaderStyle = "x"
+    # Another client of the same token: requests per second it sends from the first
+    # request the limiter sees (its refused ones again after Retry-After), and when it
+    # stops, in seconds after that; None = never.
+    background_load: float | None = None
+    background_stop_s: float | None = None
     # Real-time delay before every API answer: lognormal, median `latency_ms`,
     # sigma `latency_spread` (0 = always exactly the median).
     latency_ms: float = 0.0
@@ -98,8 +123,7 @@ class SimConfig:
             raise ValueError("token must be non-empty and without whitespace")
         if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
             raise ValueError(f"rate must be above zero or None, got {self.rate!r}")
-        if self.burst is not None and self.burst < 1:
-            raise ValueError(f"burst must be at least 1, got {self.burst!r}")
+        self._check_rate_limit()
         self._check_probabilities()
         self._check_durations()
         odd = set(self.rerun_outcomes.values()) - {"completed", "failed", "stuck", "needs_person"}
@@ -118,6 +142,34 @@ class SimConfig:
         if not self.script_retry_after.strip():
             raise ValueError("script_retry_after must not be empty")
         _check_script(self.script)
+
+    def _check_rate_limit(self) -> None:
+        if isinstance(self.rate_limit_headers, bool):
+            style: HeaderStyle = "x" if self.rate_limit_headers else "none"
+            object.__setattr__(self, "rate_limit_headers", style)
+        if self.rate_limit_headers not in HEADER_STYLES:
+            raise ValueError(f"rate_limit_headers must be one of {', '.join(HEADER_STYLES)}")
+        if self.limiter not in LIMITER_SHAPES:
+            raise ValueError(f"limiter must be one of {', '.join(LIMITER_SHAPES)}")
+        if not (self.window_s > 0 and math.isfinite(self.window_s)):
+            raise ValueError(f"window must be above zero seconds, got {self.window_s!r}")
+        if self.burst is not None:
+            if self.burst < 0:
+                raise ValueError(f"burst must be at least 0, got {self.burst!r}")
+            if self.limiter != "gcra":
+                raise ValueError(f"burst is for the gcra limiter, not {self.limiter}")
+        if self.count_refused and not self.limiter.startswith("sliding-"):
+            raise ValueError(f"count_refused is for the sliding limiters, not {self.limiter}")
+        load, stop = self.background_load, self.background_stop_s
+        if load is not None and not (load > 0 and math.isfinite(load)):
+            raise ValueError(f"background load must be above zero, got {load!r}")
+        if stop is not None and not (stop >= 0 and math.isfinite(stop)):
+            raise ValueError(f"background stop must be a finite number >= 0, got {stop!r}")
+        if stop is not None and load is None:
+            raise ValueError("a background stop needs a background load")
+        shaped = self.limiter != "gcra" or self.burst is not None or self.count_refused
+        if self.rate is None and (shaped or load is not None):
+            raise ValueError("a limiter shape, burst or background load needs a rate")
 
     def _check_probabilities(self) -> None:
         faults = {
@@ -149,11 +201,12 @@ class SimConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {amount!r}")
 
     @property
-    def bucket_size(self) -> int:
-        """The token bucket's capacity: `burst`, or by default one second's worth of
-        requests (floor of `rate`), at least 1. With rate 60/min that is 1: strict pacing."""
+    def gcra_burst(self) -> int:
+        """`burst`, or by default one second's worth of requests at once (floor of
+        `rate`, at least 1) less the one the steady rate allows. At 60/min that is 0:
+        strict pacing."""
         if self.burst is not None:
             return self.burst
         if self.rate is None:
-            return 1
-        return max(1, math.floor(self.rate))
+            return 0
+        return max(0, math.floor(self.rate) - 1)

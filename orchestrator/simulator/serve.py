@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
+import math
 import shlex
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from orchestrator.rates import format_rate, parse_rate
-from orchestrator.simulator.config import SimConfig
+from orchestrator.rates import parse_rate
+from orchestrator.simulator.config import HEADER_STYLES, LIMITER_SHAPES, SimConfig
+from orchestrator.simulator.ratelimit import describe
 from orchestrator.simulator.server import RunningSimulator
 
 # How --error-rate is shared out among the hard failures: 500, 502, 503, dropped connection.
@@ -67,23 +70,59 @@ def _seconds(text: str) -> float:
     return value
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `orchestrator simulate`."""
-    net = parser.add_argument_group("listening")
-    net.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    net.add_argument(
-        "--port", type=_int_at_least(0), default=8080, help="port (default 8080; 0 = any free)"
-    )
-    net.add_argument("--token", default="sim-token", help="bearer token (default sim-token)")
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number above 0")
+    return value
+
+
+def add_rate_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The rate-limit options, shared with the benchmark's simulator."""
     limits = parser.add_argument_group("rate limit")
     limits.add_argument(
         "--rate", type=_rate, default=None, help="N/s, N/min, N/h or none (default none)"
     )
     limits.add_argument(
+        "--limiter",
+        choices=LIMITER_SHAPES,
+        default="gcra",
+        help="the limiter's shape (default gcra, nginx's limit_req with nodelay)",
+    )
+    limits.add_argument(
         "--burst",
-        type=_int_at_least(1),
+        type=_int_at_least(0),
         default=None,
-        help="bucket size (default one second's worth of --rate, at least 1)",
+        help="gcra: requests beyond the steady rate let through at once, as nginx's burst"
+        " (default one second's worth in all: floor(rate) - 1; 0 = strictly 1/rate apart)",
+    )
+    limits.add_argument(
+        "--window",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="window shapes: round(rate * SECONDS) requests per window (default 1)",
+    )
+    limits.add_argument(
+        "--count-refused",
+        action="store_true",
+        help="sliding shapes: refused requests count too, so a client that keeps sending"
+        " while refused stays locked out",
+    )
+    headers = limits.add_mutually_exclusive_group()
+    headers.add_argument(
+        "--rate-limit-headers",
+        choices=HEADER_STYLES,
+        default="x",
+        help="x: X-RateLimit-Limit (per minute) and -Remaining; ietf: RateLimit-Policy and"
+        " RateLimit; none: the client must discover the limit (default x)",
+    )
+    headers.add_argument(
+        "--no-rate-limit-headers",
+        dest="rate_limit_headers",
+        action="store_const",
+        const="none",
+        help="the same as --rate-limit-headers none",
     )
     limits.add_argument(
         "--no-retry-after",
@@ -92,11 +131,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="leave Retry-After off 429 answers",
     )
     limits.add_argument(
-        "--no-rate-limit-headers",
-        dest="rate_limit_headers",
-        action="store_false",
-        help="send no X-RateLimit-* headers: the client must discover the limit",
+        "--background-load",
+        type=_rate,
+        default=None,
+        metavar="RATE",
+        help="another client of the same token sending RATE from the first request on,"
+        " its refused requests again after their Retry-After",
     )
+    limits.add_argument(
+        "--background-stop-after",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="the background load stops this long after the first request (default never)",
+    )
+
+
+def with_rate_limit(config: SimConfig, args: argparse.Namespace) -> SimConfig:
+    """`config` with the rate-limit options; ValueError, naming the flags, when they do not
+    fit together (SimConfig checks the same, in its own terms)."""
+    sliding = args.limiter.startswith("sliding-")
+    misfits = (
+        (args.window is not None and args.limiter == "gcra", "--window is for the window limiters"),
+        (args.burst is not None and args.limiter != "gcra", "--burst is for the gcra limiter"),
+        (args.count_refused and not sliding, "--count-refused is for the sliding limiters"),
+        (
+            args.background_stop_after is not None and args.background_load is None,
+            "--background-stop-after needs --background-load",
+        ),
+        (
+            args.rate is None
+            and (
+                args.limiter != "gcra" or args.burst is not None or args.background_load is not None
+            ),
+            "--limiter, --burst and --background-load need --rate",
+        ),
+    )
+    for misfit, message in misfits:
+        if misfit:
+            raise ValueError(message)
+    return dataclasses.replace(
+        config,
+        rate=args.rate,
+        limiter=args.limiter,
+        burst=args.burst,
+        window_s=1.0 if args.window is None else args.window,
+        count_refused=args.count_refused,
+        rate_limit_headers=args.rate_limit_headers,
+        retry_after=args.retry_after,
+        background_load=args.background_load,
+        background_stop_s=args.background_stop_after,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `orchestrator simulate`."""
+    net = parser.add_argument_group("listening")
+    net.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    net.add_argument(
+        "--port", type=_int_at_least(0), default=8080, help="port (default 8080; 0 = any free)"
+    )
+    net.add_argument("--token", default="sim-token", help="bearer token (default sim-token)")
+    add_rate_limit_arguments(parser)
     faults = parser.add_argument_group("faults (rerun requests only)")
     faults.add_argument(
         "--latency", type=_seconds, default=0.0, metavar="MS", help="median latency in ms"
@@ -137,12 +233,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     """The SimConfig the parsed options describe; ValueError when they do not fit together."""
     share_500, share_502, share_503, share_drop = ERROR_MIX
     error_rate: float = args.error_rate
-    return SimConfig(
+    base = SimConfig(
         token=args.token,
-        rate=args.rate,
-        burst=args.burst,
-        retry_after=args.retry_after,
-        rate_limit_headers=args.rate_limit_headers,
         latency_ms=args.latency,
         latency_spread=args.latency_spread,
         slow_s=args.slow_seconds,
@@ -157,6 +249,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         p_503=share_503 * error_rate,
         p_drop=share_drop * error_rate,
     )
+    return with_rate_limit(base, args)
 
 
 def _is_loopback(host: str) -> bool:
@@ -173,15 +266,13 @@ def _announce(sim: RunningSimulator) -> None:
     config, state = sim.config, sim.state
     failed = state.failed_run_ids[:_SAMPLE_IDS]
     token = shlex.quote(config.token)
-    rate = format_rate(config.rate)
-    if config.rate is not None:
-        rate += f", burst {config.bucket_size}"
     lines = [
         f"Altostrat API simulator: {config.runs} runs over {config.workflows} workflows "
-        f"(seed {config.seed}), rate limit {rate}",
+        f"(seed {config.seed}), rate limit {describe(config)}",
         f"base_url: {sim.base_url}",
         f"token: {config.token}",
         f"stats: {sim.base_url}/_sim/stats",
+        f"request log: {sim.base_url}/_sim/requests",
         "failed run IDs to try:",
         *(f"  {run_id}" for run_id in failed),
         "try:",

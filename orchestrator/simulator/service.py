@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -19,9 +18,9 @@ from http import HTTPStatus
 from typing import Final
 
 from orchestrator.ids import is_run_id
-from orchestrator.simulator.bucket import full_bucket, limit_per_minute, retry_after_seconds, take
 from orchestrator.simulator.config import Step
 from orchestrator.simulator.faults import sample_latency_s
+from orchestrator.simulator.ratelimit import limit_headers, refusal_headers
 from orchestrator.simulator.state import RequestLogEntry, SimState
 from orchestrator.simulator.views import (
     Json,
@@ -118,25 +117,16 @@ def _bearer_ok(authorization: str | None, token: str) -> bool:
 
 
 def _rate_limit(state: SimState, now: float) -> tuple[dict[str, str], Reply | None]:
-    """The X-RateLimit-* headers for this request, and the 429 when the bucket is empty."""
-    config = state.config
-    if config.rate is None:
+    """The rate-limit headers for this request, and the 429 when the limiter refuses it."""
+    limiter = state.limiter
+    if limiter is None:
         return {}, None
-    size = config.bucket_size
-    bucket = state.buckets.get(config.token) or full_bucket(size, now)
-    verdict, state.buckets[config.token] = take(bucket, now, rate=config.rate, size=size)
-    headers: dict[str, str] = {}
-    if config.rate_limit_headers:
-        headers["X-RateLimit-Limit"] = str(limit_per_minute(config.rate))
-        headers["X-RateLimit-Remaining"] = str(verdict.remaining)
-    if verdict.allowed:
+    decision = limiter.decide(now)
+    headers = limit_headers(state.config, limiter.rate, decision)
+    if decision.allowed:
         return headers, None
-    refused = dict(headers)
-    if config.retry_after:
-        refused["Retry-After"] = str(retry_after_seconds(verdict.wait_s))
-    if config.rate_limit_reset and config.rate_limit_headers:
-        reset = state.wall_at(now + verdict.wait_s).timestamp()
-        refused["X-RateLimit-Reset"] = str(math.ceil(reset))
+    free_at = state.wall_at(now + decision.retry_after_s).timestamp()
+    refused = {**headers, **refusal_headers(state.config, decision, free_at)}
     return headers, status_reply(429, refused)
 
 
@@ -223,7 +213,7 @@ def handle(state: SimState, incoming: Incoming) -> Reply:
     now = state.clock()
     latency_s = sample_latency_s(state.latency_rng, config.latency_ms, config.latency_spread)
     if not _bearer_ok(incoming.authorization, config.token):
-        # Before anything else: an unauthenticated request has no bucket to charge.
+        # Before anything else: an unauthenticated request is not the token's to charge.
         routed = _Routed(status_reply(401))
     else:
         rate_headers, refused = _rate_limit(state, now)

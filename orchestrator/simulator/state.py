@@ -1,4 +1,4 @@
-"""The simulator's mutable world: runs, counters, the request log and rate buckets.
+"""The simulator's mutable world: runs, counters, the request log and the rate limiter.
 
 Everything here is synchronous and driven by the injected clock; the service decides
 what a request does, this module only keeps the books.
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from orchestrator.simulator.bucket import Bucket
 from orchestrator.simulator.config import SimConfig
 from orchestrator.simulator.dataset import Dataset, error_message, generate, new_run_id
 from orchestrator.simulator.faults import FaultPlan, FaultRates
+from orchestrator.simulator.limiters import Background, Limiter
 from orchestrator.simulator.models import (
     SCRIPTABLE_OUTCOMES,
     Outcome,
@@ -28,6 +28,7 @@ from orchestrator.simulator.models import (
     Workflow,
     snapshot,
 )
+from orchestrator.simulator.ratelimit import build_limiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,8 @@ class SimState:
             self._add(run)
         self.stats = SimStats()
         self.request_log: deque[RequestLogEntry] = deque(maxlen=config.request_log_limit)
-        self.buckets: dict[str, Bucket] = {}
+        # One token, so one limiter; None when there is no rate limit.
+        self.limiter: Limiter | None = build_limiter(config)
         self.faults = FaultPlan(
             config.script, FaultRates.from_config(config), _seed_stream(config.seed, "faults")
         )
@@ -177,3 +179,31 @@ class SimState:
         key: int | str = entry.status
         self.stats.by_status[key] = self.stats.by_status.get(key, 0) + 1
         self.request_log.append(entry)
+
+    def stats_json(self) -> dict[str, Any]:
+        """GET /_sim/stats: the counters, and the background client's as of now."""
+        stats = self.stats.to_json()
+        if isinstance(background := self.limiter, Background):
+            background.advance(self.clock())
+            stats["background"] = {
+                "load": background.load,
+                "started_at": background.started_at,
+                "stops_at": background.stops_at,
+                "accepted": background.accepted,
+                "refused": background.refused,
+            }
+        return stats
+
+    def requests_json(self) -> dict[str, Any]:
+        """GET /_sim/requests: the request log as rows, oldest first. `total` counts every
+        request ever booked; fewer rows means the oldest fell off (`request_log_limit`)."""
+        return {
+            "total": self.stats.requests,
+            "fields": list(_LOG_FIELDS),
+            "rows": [
+                [e.at, e.method, e.path, e.run_id, e.status, e.fault] for e in self.request_log
+            ],
+        }
+
+
+_LOG_FIELDS = ("at", "method", "path", "run_id", "status", "fault")

@@ -235,6 +235,18 @@ async def test_stats_and_request_log() -> None:
             (51.5, "GET", run_id, 401),
         ]
         assert log[0].path == f"/workflows/runs/{run_id}/rerun"
+        rows = await sim.requests()
+        assert rows["total"] == 4
+        assert rows["fields"] == ["at", "method", "path", "run_id", "status", "fault"]
+        assert rows["rows"][0] == [
+            50.0,
+            "POST",
+            f"/workflows/runs/{run_id}/rerun",
+            run_id,
+            202,
+            None,
+        ]
+        assert [row[4] for row in rows["rows"]] == [202, 202, 404, 401]
 
 
 async def test_request_log_is_bounded() -> None:
@@ -243,3 +255,5 @@ async def test_request_log_is_bounded() -> None:
             await sim.get_run(sim.state.seeded_run_ids[0])
         assert len(sim.state.request_log) == 3
         assert sim.state.stats.requests == 5
+        rows = await sim.requests()
+        assert (rows["total"], len(rows["rows"])) == (5, 3)  # the oldest two fell off

@@ -1,4 +1,5 @@
-"""The simulator's pure parts, without a server: bucket, faults, data, lifecycle, pages."""
+"""The simulator's pure parts, without a server: bucket, faults, data, lifecycle, pages.
+(The limiters and their headers have their own: test_limiters, test_ratelimit.)"""
 
 from __future__ import annotations
 
@@ -14,12 +15,7 @@ from orchestrator.simulator import (
     seeded_run_ids,
     seeded_workflow_ids,
 )
-from orchestrator.simulator.bucket import (
-    full_bucket,
-    limit_per_minute,
-    retry_after_seconds,
-    take,
-)
+from orchestrator.simulator.bucket import full_bucket, take
 from orchestrator.simulator.dataset import generate
 from orchestrator.simulator.faults import FaultPlan, FaultRates, sample_latency_s
 from orchestrator.simulator.models import Progressing, Run, Settled, snapshot
@@ -61,29 +57,6 @@ def test_bucket_never_holds_more_than_its_size() -> None:
     _, bucket = take(full_bucket(2, now=0.0), 0.0, rate=10.0, size=2)
     verdict, _ = take(bucket, 1_000.0, rate=10.0, size=2)
     assert verdict.remaining == 1
-
-
-@pytest.mark.parametrize(
-    ("wait_s", "expected"), [(0.0, 1), (0.2, 1), (1.0, 1), (1.0000001, 2), (59.5, 60)]
-)
-def test_retry_after_rounds_up_to_at_least_one(wait_s: float, expected: int) -> None:
-    assert retry_after_seconds(wait_s) == expected
-
-
-def test_limit_is_reported_per_minute() -> None:
-    assert limit_per_minute(1.0) == 60
-    assert limit_per_minute(0.5) == 30
-    assert limit_per_minute(1 / 3600) == 1
-
-
-@pytest.mark.parametrize(
-    ("rate", "burst", "size"),
-    [(None, None, 1), (1.0, None, 1), (0.2, None, 1), (10.5, None, 10), (1.0, 5, 5)],
-)
-def test_bucket_size_default_is_one_seconds_worth(
-    rate: float | None, burst: int | None, size: int
-) -> None:
-    assert SimConfig(rate=rate, burst=burst).bucket_size == size
 
 
 # -- faults ------------------------------------------------------------------------
@@ -130,7 +103,19 @@ def test_latency_is_the_median_without_spread() -> None:
     "kwargs",
     [
         {"rate": 0.0},
-        {"burst": 0},
+        {"rate": 1.0, "burst": -1},
+        {"rate": 1.0, "limiter": "leaky"},
+        {"rate": 1.0, "limiter": "fixed-window", "burst": 2},
+        {"rate": 1.0, "count_refused": True},
+        {"rate": 1.0, "limiter": "fixed-window", "count_refused": True},
+        {"rate": 1.0, "limiter": "sliding-log", "window_s": 0.0},
+        {"rate": 1.0, "rate_limit_headers": "draft"},
+        {"rate": 1.0, "background_load": 0.0},
+        {"rate": 1.0, "background_stop_s": 5.0},
+        {"rate": 1.0, "background_load": 1.0, "background_stop_s": -1.0},
+        {"limiter": "sliding-log"},
+        {"burst": 3},
+        {"background_load": 1.0},
         {"p_500": 1.5},
         {"p_500": 0.6, "p_drop": 0.6},
         {"rerun_failure_rate": 0.7, "stuck_rate": 0.7},

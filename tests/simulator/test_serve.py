@@ -40,7 +40,7 @@ def test_options_become_a_config() -> None:
         )
     )  # fmt: skip
     assert config.rate == 2.0
-    assert (config.burst, config.retry_after, config.rate_limit_headers) == (4, False, False)
+    assert (config.burst, config.retry_after, config.rate_limit_headers) == (4, False, "none")
     assert (config.latency_ms, config.latency_spread) == (25.0, 0.5)
     faults = (config.p_500, config.p_502, config.p_503, config.p_drop)
     assert faults == pytest.approx((0.04, 0.02, 0.03, 0.01))
@@ -50,9 +50,35 @@ def test_options_become_a_config() -> None:
     assert config.token == "t0k"
 
 
+def test_limiter_options_become_a_config() -> None:
+    config = config_from_args(
+        _parse(
+            "--rate", "300/min", "--limiter", "sliding-log", "--window", "2", "--count-refused",
+            "--rate-limit-headers", "ietf", "--background-load", "2/s",
+            "--background-stop-after", "8",
+        )
+    )  # fmt: skip
+    assert (config.rate, config.limiter, config.window_s) == (5.0, "sliding-log", 2.0)
+    assert (config.count_refused, config.rate_limit_headers) == (True, "ietf")
+    assert (config.background_load, config.background_stop_s) == (2.0, 8.0)
+    burst = config_from_args(_parse("--rate", "50/s", "--burst", "0"))
+    assert (burst.limiter, burst.burst, burst.gcra_burst) == ("gcra", 0, 0)
+    assert config_from_args(_parse("--rate", "50/s")).gcra_burst == 49
+
+
 @pytest.mark.parametrize(
     "argv",
-    [["--rate", "fast"], ["--error-rate", "150%"], ["--port", "-1"], ["--burst", "0"]],
+    [
+        ["--rate", "fast"],
+        ["--error-rate", "150%"],
+        ["--port", "-1"],
+        ["--burst", "-1"],
+        ["--limiter", "leaky"],
+        ["--window", "0"],
+        ["--rate-limit-headers", "draft"],
+        ["--background-load", "lots"],
+        ["--background-stop-after", "-3"],
+    ],
 )
 def test_bad_options_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -64,6 +90,34 @@ def test_bad_options_are_usage_errors(argv: list[str], capsys: pytest.CaptureFix
 def test_rates_that_do_not_fit_together_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(_parse("--error-rate", "0.7", "--slow-rate", "0.7")) == 2
     assert "sum to at most 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rate", "5/s", "--window", "2"], "--window is for the window limiters"),
+        (["--rate", "5/s", "--limiter", "fixed-window", "--burst", "1"], "--burst is for"),
+        (["--rate", "5/s", "--limiter", "fixed-window", "--count-refused"], "--count-refused"),
+        (["--rate", "5/s", "--background-stop-after", "3"], "needs --background-load"),
+        (["--limiter", "sliding-log"], "need --rate"),
+        (["--burst", "0"], "need --rate"),
+        (["--background-load", "1/s"], "need --rate"),
+    ],
+)
+def test_limiter_options_that_do_not_fit_together_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(_parse(*argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("orchestrator simulate: ")
+    assert message in err
+    assert err.count("\n") == 1
+
+
+def test_both_header_options_at_once_are_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _parse("--rate-limit-headers", "ietf", "--no-rate-limit-headers")
+    assert exit_info.value.code == 2
 
 
 @pytest.mark.subprocess
