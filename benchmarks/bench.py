@@ -14,21 +14,21 @@ Sections (each can be picked with --only): throughput, curl, memory, resume, rat
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import contextlib
 import functools
 import ipaddress
 import json
 import os
 import platform
+import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,8 +36,12 @@ from pathlib import Path
 from typing import Final, NoReturn
 from urllib.parse import urlsplit
 
+from benchmarks import ratelimit
 from benchmarks.procs import Finished, Server, child_env, run_measured
+from benchmarks.ratelimit import SLOW_PER_FAST
+from benchmarks.ratematrix import Row, matrix, pick
 from benchmarks.servers import TOKEN
+from benchmarks.table import Report, progress, verdict
 from benchmarks.workload import write_ids, write_ledger
 
 SECTIONS: Final = ("throughput", "curl", "memory", "resume", "ratelimit")
@@ -49,7 +53,6 @@ DRY_RUN_RSS_MB: Final = 150
 REAL_RUN_RSS_MB: Final = 120
 RESUME_RSS_MB: Final = 200
 RESUME_S: Final = 5.0
-SERVER_RATE: Final = 50.0
 
 
 @dataclass(frozen=True)
@@ -63,42 +66,10 @@ class Options:
     dry_run_ids: int
     real_run_ids: int
     ledger_lines: int
-    rate_ids: int
+    rate_rows: tuple[Row, ...]
+    rate_parallel: int
     sections: tuple[str, ...]
     work: Path
-
-
-@dataclass
-class Report:
-    """The table, built section by section, printed at the end."""
-
-    blocks: list[str] = field(default_factory=list)
-
-    def add(
-        self, title: str, header: Sequence[str], rows: Sequence[Sequence[str]], labels: int = 1
-    ) -> None:
-        """A block: the title, then columns aligned, the first `labels` of them to the left."""
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-        def line(cells: Sequence[str]) -> str:
-            padded = [
-                c.ljust(w) if i < labels else c.rjust(w)
-                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-            ]
-            return "  " + "  ".join(padded).rstrip()
-
-        self.blocks.append("\n".join([title, line(header), *(line(r) for r in rows)]))
-
-    def note(self, text: str) -> None:
-        self.blocks[-1] += "\n  " + text
-
-
-def progress(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def verdict(ok: bool, miss: str) -> str:
-    return "met" if ok else f"NOT MET ({miss})"
 
 
 # ---- running the contenders ---------------------------------------------------------------
@@ -415,97 +386,6 @@ def resume(opts: Options, report: Report) -> None:
     )
 
 
-def _sim_stats(base_url: str) -> dict[str, object]:
-    if urlsplit(base_url).scheme != "http":  # only ever our own loopback simulator
-        return {}
-    with urllib.request.urlopen(f"{base_url}/_sim/stats", timeout=10) as answer:  # noqa: S310
-        stats = json.load(answer)
-    return stats if isinstance(stats, dict) else {}
-
-
-def ratelimit(opts: Options, report: Report) -> None:
-    """Against our simulator even with --base-url: the server's limit must be known."""
-    # Issue 4's yardstick: N reruns at the limit take N / limit seconds. (A client could
-    # beat it by a second's worth, since the server's bucket starts full.)
-    ideal = opts.rate_ids / SERVER_RATE
-    # (label, client flags, server flags, least efficiency, most 429 share): issue 4's
-    # targets, for the orchestrator as it comes (its default concurrency, 8). The last row
-    # is the stress case, with no target: 64 workers told nothing, whose first wave (64
-    # requests, then another from the workers answered first) lands before any answer
-    # could say there is a limit.
-    default = ("--concurrency", "8")
-    none = ("--rate", "none", *default)
-    bare = ("--no-rate-limit-headers",)
-    cases: tuple[tuple[str, tuple[str, ...], tuple[str, ...], float, float], ...] = (
-        ("known limit: --rate 50/s", ("--rate", "50/s", *default), (), 0.97, 0.01),
-        ("unknown: headers, Retry-After", none, (), 0.90, 0.05),
-        ("unknown: headers, no Retry-After", none, ("--no-retry-after",), 0.90, 0.05),
-        ("unknown: no headers, Retry-After", none, bare, 0.90, 0.05),
-        ("unknown: no headers, no Retry-After", none, (*bare, "--no-retry-after"), 0.90, 0.05),
-        ("above it: --rate 200/s, no headers", ("--rate", "200/s", *default), bare, 0.90, 0.05),
-        ("stress: no headers, concurrency 64", ("--rate", "none"), bare, 0.0, 1.0),
-    )
-
-    def one(n: int) -> list[str]:
-        label, flags, server_flags, least, most = cases[n]
-        work = opts.work / f"ratelimit-{n}"
-        work.mkdir(exist_ok=True)
-        local = Options(**{**opts.__dict__, "base_url": None, "token": TOKEN, "work": work})
-        ids = write_ids(work / "rate-ids.txt", opts.rate_ids, 9000 + n)
-        server_rate = f"{SERVER_RATE:g}/s"
-        with target(local, "sim", "--rate", server_rate, *server_flags) as (base_url, _):
-            measured = orchestrator(local, ids, base_url, *flags, timeout_s=180)
-            stats = _sim_stats(base_url)
-        by_status = stats.get("by_status")
-        statuses = by_status if isinstance(by_status, dict) else {}
-        requests = sum(_count(v) for v in statuses.values())
-        limited = _count(statuses.get("429"))
-        elapsed = measured.summary.get("elapsed_s")
-        actual = elapsed if isinstance(elapsed, float | int) else measured.finished.wall_s
-        succeeded = _count(measured.summary.get("succeeded"))
-        progress(f"ratelimit {label}: {actual:.1f} s, {limited}/{requests} answered 429")
-        efficiency = ideal / actual if actual else 0.0
-        share = limited / requests if requests else 0.0
-        met = efficiency >= least and share <= most
-        return [
-            label,
-            f"{ideal:.1f}",
-            f"{actual:.1f}",
-            f"{efficiency:.0%}" if actual else "-",
-            f"{share:.1%}" if requests else "-",
-            f"{succeeded:,}",
-            f"{_count(measured.summary.get('failed')):,}",
-            f">= {least:.0%}, <= {most:.0%}" if least else "none",
-            ("met" if met else "NOT MET") if least else "-",
-        ]
-
-    # All at once: each case has its own simulator and 50 requests/s is no load to speak
-    # of, so running them side by side measures the same and takes 20 s, not 140.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(cases)) as pool:
-        rows = list(pool.map(one, range(len(cases))))
-    report.add(
-        f"RATE LIMITS  server limit {SERVER_RATE:.0f}/s (burst {SERVER_RATE:.0f}),"
-        f" {opts.rate_ids:,} IDs, default retries",
-        [
-            "client",
-            "ideal s",
-            "actual s",
-            "efficiency",
-            "429 share",
-            "succeeded",
-            "failed",
-            "target",
-            "verdict",
-        ],
-        rows,
-    )
-    report.note(
-        "ideal: IDs / limit (issue 4's yardstick); actual: the orchestrator's own elapsed_s"
-        " (start-up left out); 429 share: of all requests the simulator answered;"
-        " concurrency 8 (the default) but for the stress row."
-    )
-
-
 # ---- the run ------------------------------------------------------------------------------
 
 
@@ -550,6 +430,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _pattern(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a regular expression: {exc}") from None
+    return text
+
+
 class _Parser(argparse.ArgumentParser):
     """One line on a mistake, as the orchestrator's own CLI does, not the usage dump."""
 
@@ -587,7 +475,22 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, str]:
     add("--dry-run-ids", type=_positive, default=1_000_000, metavar="N")
     add("--real-run-ids", type=_positive, default=200_000, metavar="N")
     add("--ledger-lines", type=_positive, default=1_000_000, metavar="N")
-    add("--rate-ids", type=_positive, default=1_000, metavar="N")
+    add(
+        "--rate-rows",
+        nargs="+",
+        type=_pattern,
+        default=[],
+        metavar="PATTERN",
+        help="ratelimit: only the rows whose label matches one of these regular expressions"
+        " (e.g. 'gcra-b0 ' or '^procs')",
+    )
+    add(
+        "--rate-parallel",
+        type=_positive,
+        default=6,
+        metavar="N",
+        help=f"ratelimit: rows at 10 r/s or more run N at once, slower ones {SLOW_PER_FAST}N",
+    )
     add(
         "--only",
         nargs="+",
@@ -598,6 +501,9 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, str]:
     )
     add("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
+    args.rate_rows = pick(matrix(), args.rate_rows)
+    if not args.rate_rows:
+        parser.error("no ratelimit row matches --rate-rows")
     token = TOKEN
     if args.base_url is not None:
         token = os.environ.get("ALTOSTRAT_TOKEN", "").strip()
@@ -621,13 +527,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         dry_run_ids=args.dry_run_ids,
         real_run_ids=args.real_run_ids,
         ledger_lines=args.ledger_lines,
-        rate_ids=args.rate_ids,
+        rate_rows=tuple(args.rate_rows),
+        rate_parallel=args.rate_parallel,
         sections=tuple(args.only),
         work=work,
     )
     header = machine()
     report = Report()
     started = time.monotonic()
+    # SIGTERM stops as Ctrl-C does: children killed, the work directory removed. (SIGINT
+    # itself may arrive ignored, in a background job of a script: take it back too.)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         orchestrator_per_s = None
         if "throughput" in opts.sections:
@@ -639,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "resume" in opts.sections:
             resume(opts, report)
         if "ratelimit" in opts.sections:
-            ratelimit(opts, report)
+            ratelimit.section(report, work, opts.rate_rows, opts.rate_parallel)
     except KeyboardInterrupt:
         progress("interrupted")
         return 130

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -63,8 +63,10 @@ def run_measured(
     stderr: IO[bytes] | int | None = subprocess.DEVNULL,
     timeout_s: float = 180.0,
     cwd: Path = REPO,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> Finished:
-    """Run `argv` to its end (killed after `timeout_s`) and measure it."""
+    """Run `argv` to its end (killed after `timeout_s`) and measure it; `on_start` is told
+    of the child, so that a caller can kill it early."""
     killed: list[bool] = []
 
     def kill() -> None:
@@ -75,6 +77,8 @@ def run_measured(
     child = subprocess.Popen(  # noqa: S603
         argv, env=dict(env), stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd
     )
+    if on_start is not None:
+        on_start(child)
     timer = threading.Timer(timeout_s, kill)
     timer.start()
     try:
