@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.ratelimit import CpuSampler
 from benchmarks.ratematrix import (
     Outcome,
     Row,
@@ -168,3 +169,11 @@ def test_recovery_is_when_a_sliding_window_reaches_the_level() -> None:
     assert recovery_s(arrivals, 10.0, 4.0, 1.0, 0.9) == pytest.approx(0.75)
     assert recovery_s(arrivals, 10.0, 4.0, 5.0, 0.9) == pytest.approx(3.75)
     assert recovery_s(arrivals, 10.0, 8.0, 1.0, 0.9) is None
+
+
+def test_cpu_peak_is_the_busiest_stretch_and_when_it_began() -> None:
+    sampler = CpuSampler()
+    sampler.samples = [0.1] * 10 + [0.9] * 5 + [0.2] * 3
+    assert sampler.peak() == (pytest.approx(0.9), 10)
+    assert sampler.mean == pytest.approx((1.0 + 4.5 + 0.6) / 18)
+    assert CpuSampler().peak() == (0.0, 0)
