@@ -15,6 +15,12 @@ examples:
   # a bad day: 20/s with 10% of reruns failing, on any free port
   orchestrator simulate --port 0 --rate 20/s --error-rate 10%
 
+  # nginx's limit_req with no burst, and no header to say so: the client must find 50/s
+  orchestrator simulate --rate 50/s --burst 0 --no-rate-limit-headers
+
+  # 50 in any second, refused requests counted too, and another client taking 10/s of it
+  orchestrator simulate --rate 50/s --limiter sliding-log --count-refused --background-load 10/s
+
   # then, in another terminal, rerun its seeded failed runs against it
   ALTOSTRAT_TOKEN=sim-token orchestrator rerun ids.txt --base-url http://127.0.0.1:8080
 """

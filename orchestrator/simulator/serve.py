@@ -93,6 +93,7 @@ def add_rate_limit_arguments(parser: argparse.ArgumentParser) -> None:
         "--burst",
         type=_int_at_least(0),
         default=None,
+        metavar="N",
         help="gcra: requests beyond the steady rate let through at once, as nginx's burst"
         " (default one second's worth in all: floor(rate) - 1; 0 = strictly 1/rate apart)",
     )
