@@ -4,7 +4,8 @@ A rerun keeps its own loop in the engine, because each of its attempts is writte
 ledger before it leaves. Reads (listing executions, polling a run) need no record: they
 are idempotent, so this loop only waits its turn at the shared `Pacer`, and on a
 `Retryable` answer honours the Retry-After (which pauses every request of the process)
-or else backs off with full jitter, up to `max_attempts` attempts in all.
+or else backs off with full jitter, up to `max_attempts` attempts in all. A 429 is pacing,
+not a fault: it waits for the next free slot and does not count as an attempt.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .api import Retryable, answer_of
-from .pacing import Backoff, Clock, Pacer
+from .pacing import Backoff, Clock, Pacer, log_pacing
+
+# Requests one call may make at most, 429s included (they do not count against
+# max_attempts: they are pacing), so the loop stays bounded.
+MAX_CALLS = 50
 
 T = TypeVar("T")
 
@@ -44,20 +49,23 @@ async def call_with_retries(
     the last answer either way."""
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
-    attempt = 0
+    attempt = tries = 0
     while True:
         attempt += 1
-        await pacer.turn()
+        sent_at = await pacer.turn()
         outcome = await fn()
         retry_after = outcome.retry_after if isinstance(outcome, Retryable) else None
         # Reads spend the token's one budget, so what their answers say counts too.
-        paused = pacer.observe(answer_of(outcome), retry_after).paused
-        if not isinstance(outcome, Retryable) or attempt >= max_attempts:
+        events = pacer.observe(answer_of(outcome), retry_after, sent_at)
+        log_pacing(events, pacer)
+        throttled = isinstance(outcome, Retryable) and outcome.http_status == 429
+        tries += not throttled
+        if not isinstance(outcome, Retryable) or tries >= max_attempts or attempt >= MAX_CALLS:
             return outcome
-        # With a Retry-After the pause is the wait: the next `turn` sits it out, with
-        # every other request; without, our own backoff.
-        delay = 0.0 if retry_after is not None else backoff.delay(attempt, rng)
+        # A 429 said "not now": the next free slot of the (now slower) pacer is the wait;
+        # so is the pause a Retry-After sets, with every other request. Else our backoff.
+        delay = 0.0 if throttled or retry_after is not None else backoff.delay(tries, rng)
         if on_retry is not None:
-            on_retry(RetryNote(attempt, outcome, delay, paused))
+            on_retry(RetryNote(attempt, outcome, delay, events.paused))
         if delay > 0:
             await clock.sleep(delay)

@@ -49,13 +49,17 @@ from .ledger import (
 )
 from .ledger import Failed as FailedRecord
 from .ledger import Rejected as RejectedRecord
-from .pacing import Backoff, Clock, Pacer, RealClock
+from .pacing import Backoff, Clock, Pacer, RealClock, log_pacing
 from .report import RunResult, Snapshot, StopReason, Tally, exit_code
 from .settings import ConfigError, RerunSettings
 from .source import Batch, InputError, InputFailed, open_source, read_in_background
 from .waiting import Waiter, WaitPolicy
 
 log = structlog.get_logger("orchestrator")
+
+# 429s an ID may meet before it fails as rate_limited: they are pacing, so they do not
+# count against --max-attempts, but the loop stays bounded.
+MAX_THROTTLES = 50
 
 
 @dataclass(frozen=True)
@@ -328,12 +332,18 @@ class Rerun:
         assert self._writer is not None
         last: Retryable | None = None
         flagged = False  # as possibly duplicated
-        for attempt in range(1, self.settings.max_attempts + 1):
-            if self.stopping or (
-                not self._pacer.open() and not await self._unless_stopped(self._pacer.turn)
-            ):
+        attempt = 0  # requests sent for this ID
+        tries = 0  # of them, those that count against --max-attempts (not 429s)
+        throttles = 0
+        while True:
+            if self.stopping:
                 self._stopped_between_attempts(run_id, last)
                 return
+            sent_at = self._clock.now() if self._pacer.open() else await self._turn()
+            if sent_at is None:
+                self._stopped_between_attempts(run_id, last)
+                return
+            attempt += 1
             self._in_flight.add(run_id)
             await self._writer.append_durable(
                 Dispatched(at=utc_now(), original_run_id=run_id, attempt=attempt)
@@ -347,18 +357,38 @@ class Rerun:
             self._in_flight.discard(run_id)
             self.tally.requests += 1
             self.tally.by_status[_status_key(outcome)] += 1
-            self._learn(outcome)
-            if not isinstance(outcome, Retryable) or attempt == self.settings.max_attempts:
+            self._learn(outcome, sent_at)
+            throttled = isinstance(outcome, Retryable) and outcome.http_status == 429
+            throttles += throttled
+            tries += not throttled
+            if (
+                not isinstance(outcome, Retryable)
+                or tries >= self.settings.max_attempts
+                or throttles >= MAX_THROTTLES
+            ):
                 self._settle(run_id, attempt, outcome)
                 return
             last = outcome
             self._retry_later(run_id, attempt, outcome)
-            # With a Retry-After the shared pause is the wait; without, our own backoff.
-            if outcome.retry_after is None:
-                delay = self._plumbing.backoff.delay(attempt, self._plumbing.rng)
-                if not await self._unless_stopped(functools.partial(self._clock.sleep, delay)):
-                    self._stopped_between_attempts(run_id, last)
-                    return
+            # A 429 said "not now": the pacer, now slower, gives the next free slot. With a
+            # Retry-After the shared pause is the wait; otherwise our own backoff.
+            if throttled or outcome.retry_after is not None:
+                continue
+            delay = self._plumbing.backoff.delay(tries, self._plumbing.rng)
+            if not await self._unless_stopped(functools.partial(self._clock.sleep, delay)):
+                self._stopped_between_attempts(run_id, last)
+                return
+
+    async def _turn(self) -> float | None:
+        """Wait for the pacer; when the request may leave, or None if a stop came first."""
+        left: list[float] = []
+
+        async def wait() -> None:
+            left.append(await self._pacer.turn())
+
+        if not await self._unless_stopped(wait) or not left:
+            return None
+        return left[0]
 
     def _stopped_between_attempts(self, run_id: str, last: Retryable | None) -> None:
         if last is None:
@@ -380,29 +410,15 @@ class Rerun:
             error=outcome.error,
         )
 
-    def _learn(self, outcome: Outcome) -> None:
+    def _learn(self, outcome: Outcome, sent_at: float) -> None:
         """Tell pacing what this answer says of the server's limit and health."""
         retry_after = outcome.retry_after if isinstance(outcome, Retryable) else None
-        events = self._pacer.observe(answer_of(outcome), retry_after)
+        events = self._pacer.observe(answer_of(outcome), retry_after, sent_at)
         if events.paused:
             log.info("rerun.paused", seconds=retry_after, detail="Retry-After: every worker waits")
-        if (change := events.rate) is not None:
-            fields = {"old_per_s": _rounded(change.old), "new_per_s": _rounded(change.new)}
-            if change.settled:
-                log.info("rate.settled", per_s=_rounded(change.new))
-            elif change.reason == "server_headers":
-                log.info("rate.from_server", **fields)
-            else:
-                log.debug("rate.throttled", **fields)
+        log_pacing(events, self._pacer)
         if events.circuit == "opened":
             self.tally.circuit_opened += 1
-            log.warning(
-                "circuit.opened",
-                pause_s=self._pacer.circuit.backoff_s,
-                detail="the service keeps failing; sending pauses, then one probe request",
-            )
-        elif events.circuit == "closed":
-            log.info("circuit.closed")
 
     def _record_attempt(
         self, run_id: str, attempt: int, outcome: Retryable | Abort, *, resendable: bool
@@ -529,10 +545,6 @@ async def _receive(stream: MemoryObjectReceiveStream[str]) -> str | None:
             return None
     except anyio.EndOfStream:
         return None
-
-
-def _rounded(rate: float | None) -> float | None:
-    return None if rate is None else round(rate, 3)
 
 
 def _status_key(outcome: Outcome) -> str:

@@ -9,13 +9,17 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, Protocol
 
 import anyio
+import structlog
+
+from .ratecontrol import AdaptiveRate, Phase, RateChange
+
+log = structlog.get_logger("orchestrator")
 
 # A Retry-After beyond this is treated as this: a server asking for an hour is broken or hostile,
 # and an operator would rather see retries than a silent hang.
@@ -45,9 +49,11 @@ class TokenBucket:
     """Smooth client-side rate limit shared by every worker.
 
     GCRA (the "virtual scheduling" form of the generic cell rate algorithm, ITU-T I.371):
-    each acquire reserves the next slot `interval` after the previous one, so requests are
-    spaced evenly instead of bunching at window edges. `burst` slots may be taken at once
-    after an idle spell. A rate of None means no limit.
+    a request may leave `interval` after the one before it, so requests are spaced evenly
+    instead of bunching at window edges; `burst` may leave at once after an idle spell.
+    Workers wait in line, and the one at the head computes its slot from the rate as it
+    is when it gets there, so a cut takes effect at the next request, not after every
+    slot already handed out. A rate of None means no limit.
     """
 
     def __init__(self, per_second: float | None, clock: Clock, burst: int = 1) -> None:
@@ -55,7 +61,9 @@ class TokenBucket:
         self._burst = max(1, burst)
         self._interval = 0.0 if per_second is None else 1.0 / per_second
         self._tolerance = self._interval * (self._burst - 1)
-        self._next = clock.now()  # the first request goes at once
+        self._last = -math.inf  # when the last request left
+        self._tat = clock.now()  # the first request goes at once
+        self._line = anyio.Lock()
 
     @property
     def per_second(self) -> float | None:
@@ -66,22 +74,37 @@ class TokenBucket:
         return self._interval == 0
 
     def set_rate(self, per_second: float | None) -> None:
-        """Change the rate from the next reservation on; slots already handed out stand."""
+        """Change the rate from the next request on: it leaves one new interval after the
+        last one did."""
         was_unlimited = self._interval == 0
         self._interval = 0.0 if per_second is None else 1.0 / per_second
         self._tolerance = self._interval * (self._burst - 1)
         if was_unlimited:
             # A limit is learnt from the answer to a request that has just left: count it.
-            self._next = self._clock.now() + self._interval
+            self._tat = self._clock.now() + self._interval
+        elif self._last > -math.inf:
+            self._tat = self._last + self._interval
+
+    def slot(self, now: float) -> float:
+        """When the next request may leave, as the rate stands now."""
+        return max(self._tat, now - self._tolerance)
+
+    def take(self, now: float) -> None:
+        """A request leaves now."""
+        self._last = now
+        self._tat = max(self._tat, now - self._tolerance) + self._interval
 
     async def acquire(self) -> None:
         if self._interval == 0:
             return
-        now = self._clock.now()
-        slot = max(self._next, now - self._tolerance)
-        self._next = slot + self._interval
-        if slot > now:
-            await self._clock.sleep(slot - now)
+        async with self._line:
+            while True:
+                now = self._clock.now()
+                slot = self.slot(now)
+                if slot <= now or self._interval == 0:
+                    self.take(now)
+                    return
+                await self._clock.sleep(slot - now)
 
 
 class Pause:
@@ -111,19 +134,24 @@ class Pacer:
     the adaptive rate sets from what the answers say."""
 
     def __init__(self, ceiling: float | None, clock: Clock, *, circuit_threshold: int = 0) -> None:
+        self._clock = clock
         self.pause = Pause(clock)
-        self.rate = AdaptiveRate(ceiling, clock)
-        self.bucket = TokenBucket(ceiling, clock)
+        self.rate = AdaptiveRate(ceiling, clock.now())
+        self.bucket = TokenBucket(self.rate.rate, clock)
         self.circuit = Circuit(circuit_threshold, clock)
 
-    async def turn(self) -> None:
-        """Wait until a request may leave."""
+    async def turn(self) -> float:
+        """Wait until a request may leave; the time it leaves, to hand back to `observe`."""
         while True:
             await self.pause.wait()
             await self.circuit.wait()
+            if self.rate.phase is Phase.RAMP:
+                self._follow(self.rate.tick(self._clock.now()))
             await self.bucket.acquire()
             if self.pause.remaining == 0:  # a Retry-After may have come while we waited
-                return
+                now = self._clock.now()
+                self.rate.sent(now)
+                return now
 
     def open(self) -> bool:
         """True when a request may leave this instant, with no wait at all: the fast path
@@ -133,17 +161,70 @@ class Pacer:
     def hold_all(self, seconds: float) -> bool:
         """Pause every worker for a Retry-After; True when that lengthened the pause."""
         longer = seconds > self.pause.remaining
+        if longer:
+            self.rate.paused(seconds - self.pause.remaining)
         self.pause.pause_for(seconds)
         return longer
 
-    def observe(self, answer: Answer, retry_after: float | None = None) -> PacingEvents:
-        """Learn from one answer; what changed, for the log."""
+    def observe(
+        self, answer: Answer, retry_after: float | None = None, sent_at: float | None = None
+    ) -> PacingEvents:
+        """Learn from one answer to a request that left at `sent_at` (by default, now);
+        what changed, for the log."""
+        now = self._clock.now()
         paused = retry_after is not None and self.hold_all(retry_after)
-        change = self.rate.observe(answer, retry_after=retry_after is not None)
+        stated = None
+        if answer.hint is not None and answer.hint.per_second is not None:
+            stated = self.rate.learn_limit(answer.hint.per_second, now)
+        seen = self.rate.observe(
+            now,
+            now if sent_at is None else sent_at,
+            throttled=answer.throttled,
+            retry_after=retry_after is not None,
+        )
+        if seen.holdoff_s > self.pause.remaining:
+            self.pause.pause_for(seen.holdoff_s)  # the limiter is locked: stop feeding it
+        change = seen.change or stated
+        self._follow(change)
+        circuit = None if answer.throttled else self.circuit.record(answer.fault)
+        return PacingEvents(change, circuit, paused, seen.holdoff_s)
+
+    def _follow(self, change: RateChange | None) -> None:
         if self.bucket.per_second != self.rate.rate:
             self.bucket.set_rate(self.rate.rate)
-        circuit = None if answer.throttled else self.circuit.record(answer.fault)
-        return PacingEvents(change, circuit, paused)
+
+
+def log_pacing(events: PacingEvents, pacer: Pacer) -> None:
+    """Tell the operator what pacing decided: one place, whoever sent the request (a
+    rerun, a poll or a page)."""
+    if (change := events.rate) is not None:
+        if change.settled:
+            log.info("rate.settled", per_s=_rounded(change.new))
+        elif change.reason == "server_headers":
+            log.info(
+                "rate.from_server", old_per_s=_rounded(change.old), new_per_s=_rounded(change.new)
+            )
+        else:
+            log.debug(
+                "rate.changed",
+                reason=change.reason,
+                old_per_s=_rounded(change.old),
+                new_per_s=_rounded(change.new),
+            )
+    if events.holdoff_s:
+        log.debug("rate.holdoff", seconds=round(events.holdoff_s, 3))
+    if events.circuit == "opened":
+        log.warning(
+            "circuit.opened",
+            pause_s=pacer.circuit.backoff_s,
+            detail="the service keeps failing; sending pauses, then one probe request",
+        )
+    elif events.circuit == "closed":
+        log.info("circuit.closed")
+
+
+def _rounded(rate: float | None) -> float | None:
+    return None if rate is None else round(rate, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,128 +286,7 @@ class PacingEvents:
     rate: RateChange | None = None
     circuit: str | None = None  # "opened" or "closed"
     paused: bool = False  # a Retry-After lengthened the pause of every worker
-
-
-@dataclass(frozen=True, slots=True)
-class RateChange:
-    """A change of the send rate worth telling the operator about."""
-
-    old: float | None
-    new: float | None
-    reason: str  # "server_headers" or "throttled"
-    settled: bool = False  # two throttles in a row found about the same limit
-
-
-class AdaptiveRate:
-    """The send rate, under a ceiling, when the server's limit is not known for sure.
-
-    A limit the server states in its headers caps the rate (and sets it, the first time).
-    Without one, AIMD on 429s. A 429 means the server's bucket is empty, and while it stays
-    empty the server lets exactly its limit through, however fast we send: so a throttle
-    cuts the rate to a little under the goodput measured since the overshoot began or the
-    last cut, whichever is later (or,
-    too early to measure, to a little under the current rate; with no rate at all, to half
-    of what was sent). Success climbs back additively, so
-    the rate saws just under the limit. The climb is four times slower while 429s carry a
-    Retry-After, since each such 429 stops every worker for a second or more.
-    """
-
-    CUT: Final = 0.95  # fraction of the measured goodput to fall back to
-    CLIMB: Final = 0.01  # fraction of the rate added per second of unthrottled sending
-    WINDOW_S: Final = 2.0  # answers are remembered this long
-    COOLDOWN_S: Final = 0.25  # at most one cut this often: in-flight 429s are one event
-    MIN_SPAN_S: Final = 0.25  # goodput is measured over at least this much of an overshoot
-    EPISODE_GAP_S: Final = 1.0  # a 429 after this long without one starts a new overshoot
-    FLOOR: Final = 0.05  # requests per second: never stall completely
-    SETTLED_WITHIN: Final = 0.10
-
-    def __init__(self, ceiling: float | None, clock: Clock) -> None:
-        self._clock = clock
-        self._ceiling = ceiling
-        self._server_limit: float | None = None
-        self.rate: float | None = ceiling
-        self._updated = clock.now()
-        self._last_cut = -math.inf
-        self._last_throttle = -math.inf
-        self._overshoot_since = -math.inf
-        self._last_cut_rate: float | None = None
-        self._slow_climb = False
-        self._answers: deque[tuple[float, bool]] = deque()  # (when, accepted)
-        self.settled = False
-
-    @property
-    def cap(self) -> float | None:
-        limits = [x for x in (self._ceiling, self._server_limit) if x is not None]
-        return min(limits) if limits else None
-
-    def observe(self, answer: Answer, retry_after: bool = False) -> RateChange | None:
-        now = self._clock.now()
-        self._answers.append((now, not answer.throttled))
-        while self._answers[0][0] < now - self.WINDOW_S:
-            self._answers.popleft()
-        change = self._learn_limit(answer.hint)
-        if answer.throttled:
-            self._slow_climb = retry_after
-            return self._cut(now) or change
-        self._climb(now)
-        return change
-
-    def _learn_limit(self, hint: RateHint | None) -> RateChange | None:
-        if hint is None or hint.per_second is None or hint.per_second == self._server_limit:
-            return None
-        old = self.rate
-        first = self._server_limit is None
-        self._server_limit = hint.per_second
-        if first and self._last_cut_rate is None:
-            self.rate = self.cap
-        elif self.rate is not None and self.cap is not None:
-            self.rate = min(self.rate, self.cap)
-        return RateChange(old, self.rate, "server_headers") if self.rate != old else None
-
-    def _climb(self, now: float) -> None:
-        elapsed, self._updated = now - self._updated, now
-        if self.rate is None:
-            return
-        step = self.CLIMB / (4 if self._slow_climb else 1)
-        climbed = self.rate * (1 + step * elapsed)
-        self.rate = climbed if self.cap is None else min(self.cap, climbed)
-
-    def _count_since(self, since: float, *, accepted_only: bool) -> int:
-        return sum(1 for when, ok in self._answers if when >= since and (ok or not accepted_only))
-
-    def _cut(self, now: float) -> RateChange | None:
-        if now - self._last_throttle > self.EPISODE_GAP_S:
-            self._overshoot_since = now
-        self._last_throttle = now
-        if now - self._last_cut < self.COOLDOWN_S:
-            return None
-        old = self.rate
-        # Measure since the overshoot began, or since the last cut took effect: answers from
-        # before it (a burst the server had saved up, the stragglers of a faster rate)
-        # would make the limit look higher than it is.
-        span = min(self.WINDOW_S, now - max(self._overshoot_since, self._last_cut))
-        if span >= self.MIN_SPAN_S:
-            goodput = self._count_since(now - span, accepted_only=True) / span
-            target = goodput * self.CUT
-        elif old is not None:
-            target = old * self.CUT  # too early to measure: we were only just over
-        else:
-            # No rate yet, nothing to measure: halve what we have been sending.
-            sent = self._count_since(now - self.MIN_SPAN_S, accepted_only=False)
-            target = sent / self.MIN_SPAN_S * 0.5
-        if old is not None:
-            target = min(target, old)
-        self.rate = max(self.FLOOR, target)
-        self._last_cut, self._updated = now, now
-        previous, self._last_cut_rate = self._last_cut_rate, self.rate
-        settled = (
-            not self.settled
-            and span >= self.MIN_SPAN_S
-            and previous is not None
-            and abs(self.rate - previous) <= self.SETTLED_WITHIN * previous
-        )
-        self.settled = self.settled or settled
-        return RateChange(old, self.rate, "throttled", settled=settled)
+    holdoff_s: float = 0.0  # 429s in a row: every worker waits this long of our own accord
 
 
 class Circuit:

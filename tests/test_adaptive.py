@@ -1,141 +1,299 @@
-"""The adaptive rate and the circuit: pure control logic, on a fake clock, against a pure
-token-bucket server (the simulator's own arithmetic), so no test waits on a real one."""
+"""The adaptive rate and the circuit: pure control logic on a fake clock, and the whole
+pacing loop against the limiter shapes real APIs use, in virtual time (tests/ratemodel.py),
+so no test waits on a real limiter."""
 
 from __future__ import annotations
 
+import math
+
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from orchestrator.pacing import AdaptiveRate, Answer, Circuit, Pacer, RateHint
-from orchestrator.simulator.bucket import full_bucket, take
+from orchestrator.pacing import Answer, Circuit, Pacer, RateHint
+from orchestrator.ratecontrol import AdaptiveRate, Phase
+from orchestrator.simulator.limiters import (
+    GCRA,
+    Background,
+    FixedWindow,
+    Limiter,
+    SlidingCounter,
+    SlidingLog,
+)
 from tests.fakeclock import FakeClock
+from tests.ratemodel import ModelRun, Network, run_model, whole_seconds
 
-OK = Answer()
 THROTTLED = Answer(throttled=True)
 FAULT = Answer(fault=True)
 
 
+# ---- the controller's rules, one at a time -----------------------------------------------
+
+
 def test_a_stated_server_limit_sets_the_rate_under_the_ceiling() -> None:
-    clock = FakeClock()
-    rate = AdaptiveRate(ceiling=None, clock=clock)
-    change = rate.observe(Answer(hint=RateHint(per_second=50.0)))
+    rate = AdaptiveRate(ceiling=None, now=0.0)
+    change = rate.learn_limit(50.0, 0.0)
     assert rate.rate == 50.0
     assert change is not None
     assert change.reason == "server_headers"
-    capped = AdaptiveRate(ceiling=20.0, clock=clock)
-    capped.observe(Answer(hint=RateHint(per_second=50.0)))
+    capped = AdaptiveRate(ceiling=20.0, now=0.0)
+    capped.learn_limit(50.0, 0.0)
     assert capped.rate == 20.0
 
 
-def test_an_overshoot_cuts_to_just_under_the_goodput_it_measured() -> None:
-    """Sending 100/s where the server lets 50/s through: every other answer is a 429."""
-    clock = FakeClock()
-    rate = AdaptiveRate(ceiling=100.0, clock=clock)
-    changes = []
-    for n in range(60):
-        clock.advance(0.01)
-        changes.append(rate.observe(THROTTLED if n % 2 else OK))
-    first, measured = [c for c in changes if c is not None][:2]
-    assert first.new == pytest.approx(100.0 * AdaptiveRate.CUT)  # too early to measure
-    assert measured.new == pytest.approx(50.0 * AdaptiveRate.CUT, rel=0.05)
+def test_knowing_nothing_the_rate_ramps_up_from_a_modest_start_to_no_limit() -> None:
+    rate = AdaptiveRate(ceiling=None, now=0.0)
+    assert rate.rate == AdaptiveRate.START
+    rate.tick(AdaptiveRate.RAMP_DOUBLING_S)
+    assert rate.rate == pytest.approx(2 * AdaptiveRate.START)
+    change = rate.tick(1.0)  # twenty doublings later: past any limit worth pacing at
+    assert rate.rate is None
+    assert change is not None
+    assert change.new is None
 
 
-def test_with_no_rate_the_first_throttle_halves_what_was_sent() -> None:
-    clock = FakeClock()
-    rate = AdaptiveRate(ceiling=None, clock=clock)
-    for _ in range(100):  # 40 answers a second
-        clock.advance(0.025)
-        rate.observe(OK)
-    rate.observe(THROTTLED)
-    # Half of the ~40/s sent over the last quarter second (its edges and the 429 included).
+def test_a_429_on_the_ramp_steps_down_to_half_the_rate_it_was_sent_at() -> None:
+    rate = AdaptiveRate(ceiling=None, now=0.0)
+    for at in (0.0, 0.01, 0.02):  # sent 100/s apart
+        rate.sent(at)
+    rate.observe(0.025, 0.02, throttled=True)
+    assert rate.phase is Phase.DESCEND
+    assert rate.hi == pytest.approx(100.0)
+    assert rate.rate == pytest.approx(50.0)
+
+
+def _window(rate: AdaptiveRate, start: float, *, every: float, answers: int) -> float:
+    """Clean answers to requests sent from `start`, `every` seconds apart; the end."""
+    at = start
+    for _ in range(answers):
+        at += every
+        rate.observe(at, at - every / 2, throttled=False)
+    return at
+
+
+def test_a_clean_window_proves_its_rate_and_the_bracket_is_bisected_in_ratio() -> None:
+    rate = AdaptiveRate(ceiling=100.0, now=0.0)
+    rate.observe(0.01, 0.0, throttled=True)  # the ceiling is too fast: hi = 100
+    assert rate.phase is Phase.DESCEND
+    low = rate.rate
+    assert low is not None
+    _window(rate, 0.02, every=1 / low, answers=int(low * 1.2))
+    assert rate.lo == pytest.approx(low)
+    assert rate.phase is Phase.TRY
+    assert rate.rate == pytest.approx(math.sqrt(low * 100.0))
+
+
+def test_a_failed_try_goes_back_to_the_proven_rate_at_once() -> None:
+    rate = AdaptiveRate(ceiling=None, now=0.0)
+    rate.lo, rate.hi = 40.0, 60.0
+    rate.phase, rate.rate = Phase.TRY, 49.0
+    rate._start_window(0.0)
+    rate.observe(0.05, 0.02, throttled=True)
+    assert rate.phase is Phase.RECOVER
+    assert rate.rate == 40.0
+    assert rate.hi == 49.0
+
+
+def _held(at: float = 0.0, lo: float = 50.0) -> AdaptiveRate:
+    rate = AdaptiveRate(ceiling=None, now=at)
+    rate.lo, rate.hi, rate.settled = lo, lo * 1.02, True
+    rate._hold(lo, at)
+    return rate
+
+
+def test_a_lone_429_while_holding_is_timing_noise() -> None:
+    rate = _held()
+    rate.observe(0.1, 0.05, throttled=True)
+    end = _window(rate, 0.1, every=0.02, answers=60)
+    assert rate.rate == 50.0
+    assert rate.phase is Phase.HOLD
+    assert end > 1.0
+
+
+def test_a_few_429s_while_holding_trim_the_rate_a_little() -> None:
+    rate = _held()
+    for n in range(3):
+        rate.observe(0.1 + n / 10, 0.05 + n / 10, throttled=True)
+    _window(rate, 0.4, every=0.02, answers=60)
     assert rate.rate is not None
-    assert 20.0 <= rate.rate <= 25.0
+    assert 0.9 * 50.0 <= rate.rate <= 50.0 * (1 - AdaptiveRate.TRIM)
+    assert rate.hi == 50.0
+    assert rate.settled
 
 
-def test_throttles_within_the_cooldown_are_one_overshoot() -> None:
-    clock = FakeClock()
-    rate = AdaptiveRate(ceiling=100.0, clock=clock)
-    for _ in range(100):
-        clock.advance(0.02)
-        rate.observe(OK)
-    rate.observe(THROTTLED)
-    after_first = rate.rate
-    clock.advance(0.1)
-    assert rate.observe(THROTTLED) is None
-    assert rate.rate == after_first
+def test_most_requests_refused_at_a_proven_rate_means_the_limit_fell() -> None:
+    rate = _held()
+    for n in range(8):
+        rate.observe(0.1 + n / 100, 0.05 + n / 100, throttled=n % 2 == 0)
+    assert rate.phase is Phase.DESCEND
+    assert rate.rate is not None
+    assert rate.rate < 50.0
+    assert not rate.settled
 
 
-def test_success_climbs_back_slowly_and_slower_under_retry_after() -> None:
-    clock = FakeClock()
-    fast = AdaptiveRate(ceiling=100.0, clock=clock)
-    slow = AdaptiveRate(ceiling=100.0, clock=clock)
-    for limiter, retry_after in ((fast, False), (slow, True)):
-        limiter.rate = 40.0
-        limiter.observe(THROTTLED, retry_after=retry_after)
-    start_fast, start_slow = fast.rate, slow.rate
-    for _ in range(10):
-        clock.advance(1.0)
-        fast.observe(OK)
-        slow.observe(OK)
-    assert start_fast is not None
-    assert fast.rate is not None
-    assert start_slow is not None
-    assert slow.rate is not None
-    assert fast.rate / start_fast == pytest.approx(1.01**10, rel=0.01)
-    assert slow.rate / start_slow < fast.rate / start_fast
-    assert fast.rate <= 100.0
+def test_429s_in_a_row_ask_for_a_pause_that_doubles() -> None:
+    rate = _held()
+    rate.phase = Phase.DESCEND
+    pauses = [rate.observe(0.1 + n, 0.05 + n, throttled=True).holdoff_s for n in range(4)]
+    assert pauses[0] == 0.0
+    assert pauses[2] == pytest.approx(2 * pauses[1])
+    assert pauses[3] == pytest.approx(2 * pauses[2])
 
 
-def test_the_rate_never_stalls_below_the_floor() -> None:
-    clock = FakeClock()
-    rate = AdaptiveRate(ceiling=1.0, clock=clock)
-    for _ in range(200):
-        clock.advance(5.0)
-        rate.observe(THROTTLED)
-    assert rate.rate == AdaptiveRate.FLOOR
+def test_no_cut_goes_below_a_twentieth_of_the_best_second_of_the_last_minute() -> None:
+    rate = _held(lo=100.0)
+    for n in range(100):  # a second at 100/s
+        rate.observe(n / 100, n / 100 - 0.005, throttled=False)
+    for n in range(400):  # then everything refused
+        rate.observe(1 + n / 10, 1 + n / 10 - 0.005, throttled=True)
+    assert rate.rate is not None
+    assert rate.rate >= 100 * AdaptiveRate.FLOOR_SHARE - 1e-9
 
 
-def run_against_token_bucket(
-    limit: float, *, ceiling: float | None, seconds: float, burst: int, retry_after: bool
-) -> tuple[int, int]:
-    """Send as fast as the adaptive rate allows (one in flight, answers take 5 ms) to a
-    server that is a token bucket; (accepted, throttled) after `seconds` of virtual time."""
-    clock = FakeClock(start=0.0)
-    rate = AdaptiveRate(ceiling=ceiling, clock=clock)
-    bucket = full_bucket(burst, 0.0)
-    accepted = throttled = 0
-    pause_until = 0.0
-    next_slot = 0.0
-    while clock.now() < seconds:
-        current = rate.rate
-        slot = max(next_slot, pause_until, clock.now())
-        next_slot = slot + (1 / current if current else 0.005)
-        clock.advance(slot - clock.now() + 0.005)
-        verdict, bucket = take(bucket, slot, rate=limit, size=burst)
-        if verdict.allowed:
-            accepted += 1
-            rate.observe(OK)
-        else:
-            throttled += 1
-            rate.observe(THROTTLED, retry_after=retry_after)
-            if retry_after:
-                pause_until = clock.now() + max(1.0, verdict.wait_s)
-    return accepted, throttled
+def test_an_answer_to_a_request_sent_before_a_change_says_nothing_of_the_new_rate() -> None:
+    rate = AdaptiveRate(ceiling=None, now=0.0)
+    rate.lo, rate.hi = 40.0, 60.0
+    rate.phase, rate.rate = Phase.TRY, 49.0
+    rate._start_window(1.0)
+    assert rate.observe(1.1, 0.9, throttled=True).change is None
+    assert rate.phase is Phase.TRY
 
 
-@pytest.mark.parametrize("retry_after", [False, True])
-@pytest.mark.parametrize("ceiling", [None, 200.0])
-def test_aimd_finds_an_unknown_limit_with_few_429s(
-    retry_after: bool, ceiling: float | None
+# ---- the whole loop against each limiter shape, in virtual time -------------------------
+
+
+def _efficiency(run: ModelRun, ids: int, allowance: int, limit: float) -> float:
+    """The ideal span (what the limiter allows at once goes at once, then one every
+    1 / limit) over the span the limiter saw."""
+    assert run.finished
+    return (ids - allowance) / limit / run.span
+
+
+SHAPES_50 = {
+    "gcra burst 1": (lambda: GCRA(50, 1), 2),
+    "gcra burst 10": (lambda: GCRA(50, 10), 11),
+    "gcra burst = rate": (lambda: GCRA(50, 50), 51),
+    "sliding counter": (lambda: SlidingCounter(50, 1.0), 50),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES_50)
+def test_an_unknown_limit_of_50_per_s_is_found_and_held(shape: str) -> None:
+    make, allowance = SHAPES_50[shape]
+    limiter = make()
+    run = run_model(limiter, ids=1000)
+    sustained = 49.0 if isinstance(limiter, SlidingCounter) else 50.0  # (limit - 1) / window
+    assert _efficiency(run, 1000, allowance, sustained) >= 0.93
+    assert run.throttled_share <= 0.03
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: GCRA(50, 0), lambda: FixedWindow(50, 1.0), lambda: SlidingLog(50, 1.0)],
+    ids=["gcra burst 0", "fixed window", "sliding log"],
+)
+def test_strict_limiters_are_held_within_a_tenth_of_their_limit(make: type[Limiter]) -> None:
+    """No burst to absorb timing noise, or a window spent at once: the rate holds a little
+    lower, but holds, with few 429s."""
+    run = run_model(make(), ids=1000)
+    assert _efficiency(run, 1000, 50, 50.0) >= 0.8
+    late = [ok for at, ok in run.arrivals if at > 10.0]
+    assert len(late) / (run.arrivals[-1][0] - 10.0) >= 0.9 * 50
+    assert run.throttled_share <= 0.04
+
+
+def test_a_window_that_counts_refused_requests_does_not_lock_the_client_out() -> None:
+    run = run_model(SlidingLog(50, 1.0, count_refused=True), ids=1000)
+    assert _efficiency(run, 1000, 50, 50.0) >= 0.80
+    assert run.throttled_share <= 0.05
+
+
+@pytest.mark.parametrize("burst", [0, 1, 2])
+def test_an_unknown_limit_of_2_per_s_is_found_within_30_seconds(burst: int) -> None:
+    run = run_model(GCRA(2, burst), ids=150)
+    assert run.accepted_between(30.0, 60.0) >= 0.9 * 2 * 30
+    assert _efficiency(run, 150, burst + 1, 2.0) >= 0.9
+
+
+def test_retry_after_pauses_cost_a_run_but_do_not_stall_it() -> None:
+    run = run_model(GCRA(50, 50), ids=1000, retry_after=whole_seconds)
+    assert _efficiency(run, 1000, 51, 50.0) >= 0.95
+    assert run.throttled_share <= 0.02
+
+
+@pytest.mark.parametrize(
+    "case",
+    [(50.0, 10, 25.0, 8.0, 1000, 10.0), (2.0, 1, 1.0, 30.0, 150, 60.0)],
+    ids=["50 per s", "2 per s"],
+)
+def test_capacity_another_client_frees_is_found_again(
+    case: tuple[float, int, float, float, int, float],
 ) -> None:
-    """Against a 50/s bucket that states nothing, a minute of sending gets at least 90%
-    of the ideal through with at most 5% of requests answered 429."""
-    accepted, throttled = run_against_token_bucket(
-        50.0, ceiling=ceiling, seconds=60.0, burst=50, retry_after=retry_after
+    """Beside another client using part of the limit, then alone once it stops: back to
+    0.9 of the whole limit within `within_s` seconds of the stop."""
+    limit, burst, load, stop_s, ids, within_s = case
+    background = Background(GCRA(limit, burst), load, stop_s)
+    run = run_model(background, ids=ids)
+    window = max(1.0, 10 / limit)
+    start = stop_s + within_s - window
+    assert run.accepted_between(start, start + window) >= 0.9 * limit * window
+    assert run.throttled_share <= 0.10
+
+
+def test_a_stated_ceiling_bounds_the_rate_and_429s_slow_it_until_they_stop() -> None:
+    """--rate equal to the limit, another client taking half of it for 10 s: the rate
+    falls to what is left, never rises above the ceiling, and climbs back to it."""
+    run = run_model(Background(GCRA(50, 10), 25.0, 10.0), ids=1000, ceiling=50.0)
+    assert all(rate is not None and rate <= 50.0 for _, rate in run.rates)
+    assert min(rate for at, rate in run.rates if rate is not None and at < 10.0) < 40.0
+    assert run.accepted_between(19.0, 20.0) >= 0.9 * 50
+
+
+def test_a_known_limit_is_held_exactly_on_a_limiter_with_a_burst() -> None:
+    run = run_model(GCRA(50, 10), ids=1000, ceiling=50.0)
+    assert _efficiency(run, 1000, 11, 50.0) >= 0.99
+    assert run.throttled_share < 0.01
+
+
+def test_a_known_limit_on_a_strict_limiter_is_not_cut_below_it_by_timing_noise() -> None:
+    run = run_model(GCRA(50, 0), ids=1000, ceiling=50.0)
+    assert _efficiency(run, 1000, 1, 50.0) >= 0.85
+    assert min(rate for at, rate in run.rates if rate is not None and at > 5.0) >= 0.9 * 50
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    limit=st.floats(min_value=0.5, max_value=500.0),
+    burst_share=st.floats(min_value=0.0, max_value=1.0),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_the_held_rate_stays_within_a_tenth_under_the_limit(
+    limit: float, burst_share: float, seed: int
+) -> None:
+    """Steady state, for any limit from 0.5 to 500/s and any burst from 0 to the limit:
+    over the second half of a long run, what gets through is 0.9 to 1.0 of the limit
+    (plus what a burst saved up lets through at once), with few 429s."""
+    burst = round(burst_share * limit)
+    seconds = max(60.0, 400 / limit)
+    network = Network(one_way_s=min(0.0005, 0.05 / limit), jitter_s=min(0.00005, 0.005 / limit))
+    run = run_model(
+        GCRA(limit, burst),
+        ids=math.ceil(limit * seconds * 2),
+        network=network,
+        seed=seed,
+        max_seconds=seconds,
     )
-    ideal = 50.0 * 60.0
-    assert accepted >= 0.90 * ideal
-    assert throttled <= 0.05 * (accepted + throttled)
+    end = run.arrivals[-1][0]
+    half = end / 2
+    through = run.accepted_between(half, end + 1e-9)
+    assert through >= 0.9 * limit * (end - half)
+    assert through <= limit * (end - half) + burst + 1
+    late = [ok for at, ok in run.arrivals if at >= half]
+    assert late.count(False) <= 0.05 * len(late)
+
+
+# ---- the circuit and the pacer that composes them ---------------------------------------
 
 
 def test_circuit_opens_after_threshold_faults_in_a_row() -> None:
@@ -182,7 +340,8 @@ def test_circuit_threshold_zero_is_off() -> None:
 async def test_pacer_takes_the_server_limit_into_its_bucket() -> None:
     clock = FakeClock()
     pacer = Pacer(None, clock)
-    events = pacer.observe(Answer(hint=RateHint(per_second=4.0)))
+    sent_at = await pacer.turn()
+    events = pacer.observe(Answer(hint=RateHint(per_second=4.0)), sent_at=sent_at)
     assert events.rate is not None
     assert pacer.bucket.per_second == 4.0
     start = clock.now()
@@ -190,6 +349,17 @@ async def test_pacer_takes_the_server_limit_into_its_bucket() -> None:
         await pacer.turn()
     # The answer that told the limit was to a request just sent: the next waits its turn.
     assert clock.now() - start == pytest.approx(5 * 0.25)
+
+
+async def test_pacer_a_cut_applies_to_the_next_request_not_after_every_slot_given() -> None:
+    clock = FakeClock()
+    pacer = Pacer(100.0, clock)
+    for _ in range(3):
+        await pacer.turn()
+    pacer.bucket.set_rate(1.0)
+    before = clock.now()
+    await pacer.turn()
+    assert clock.now() - before == pytest.approx(1.0 - 0.01, abs=0.011)
 
 
 def test_pacer_retry_after_pauses_and_says_so_once() -> None:

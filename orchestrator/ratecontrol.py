@@ -1,0 +1,417 @@
+"""The send rate when the server's limit is not known for sure: what the answers prove.
+
+The limit the server gives this client is bracketed between two rates:
+
+    lo  the fastest rate that a whole window of sending showed clean (no 429)
+    hi  the slowest rate at which a request met a 429, or the stated ceiling
+
+While the bracket is wide, each window tries one rate inside it (a bisection in ratio);
+a 429 ends a try at once, so a try above the limit costs a request or two, not a window of
+them. Once the bracket is narrow the rate holds at `lo`, and every so often a gentle
+probe above it looks for capacity that another client has freed. A run that starts knowing
+nothing ramps up from a modest rate, doubling every few tens of milliseconds, so the first
+overshoot is a few requests, not a flood; a 429 before anything is proven steps down by
+the share of requests that got through, but never below what got through in the last
+second: that much the server demonstrably lets this client have.
+
+Why a bracket and not goodput alone: goodput measured while throttled is a lower bound
+on the limit, and a poor one on a strict limiter (nginx `limit_req` with no burst lets
+only every other request through at 1.1x its rate: goodput 0.55x), and a sliding window
+that counts refused requests lets nothing through at all while a client keeps sending.
+What was sent cleanly and what met a 429 tell the limit on every shape.
+
+429s in a row with nothing let through in between mean the limiter is locked (a fixed
+window spent, a log full of refusals): sending on only prolongs it, so each such 429 asks
+for a short pause, doubling with the streak (`Observed.holdoff_s`).
+
+Pure: time comes in as numbers, so a virtual-time model drives it as the pacer does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+
+class Phase(Enum):
+    RAMP = "ramp"  # nothing known: the rate doubles until the first 429
+    DESCEND = "descend"  # a 429 before anything was proven: step down until clean
+    TRY = "try"  # one window at a rate inside the bracket
+    RECOVER = "recover"  # a few answers at lo after a failed try, while the limiter refills
+    HOLD = "hold"  # settled at lo
+
+
+@dataclass(frozen=True, slots=True)
+class RateChange:
+    """A change of the send rate worth telling the operator about."""
+
+    old: float | None
+    new: float | None
+    reason: str  # "server_headers", "throttled", "probe", "clean", "ramp", "trim", "fell"
+    settled: bool = False  # the bracket closed: this rate holds
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What one answer changed: the rate, and a pause the limiter's lock calls for."""
+
+    change: RateChange | None = None
+    holdoff_s: float = 0.0
+
+
+_NOTHING: Final = Observed()
+
+
+class AdaptiveRate:
+    """Chooses the pacing rate from what each answer says; see the module docstring."""
+
+    START: Final = 20.0  # requests/s: where a ramp from nothing begins
+    RAMP_DOUBLING_S: Final = 0.05
+    UNLIMITED_ABOVE: Final = 5000.0  # a ramp past this lets the concurrency limit alone
+    WINDOW_S: Final = 1.0  # a window lasts at least this long ...
+    WINDOW_ANSWERS: Final = 8  # ... and this many answers
+    SHORT_ANSWERS: Final = 8  # clean answers that end a descent or a recovery
+    SETTLE: Final = 0.04  # hi / lo under 1 + this: settled
+    COSTLY_SETTLE: Final = 0.08  # ... when each 429 costs a Retry-After pause
+    COSTLY_CUT: Final = 0.7  # a descent steps down at least this much then (botocore's)
+    HOLD_WINDOWS: Final = 4  # clean windows held before probing again
+    MAX_PATIENCE: Final = 4
+    HI_TTL_S: Final = 10.0  # a 429 older than this (and than 5 windows) no longer bounds
+    HI_TTL_WINDOWS: Final = 5
+    PROBE_MAX_S: Final = 6.0  # the hold before a probe grows to this after failed ones
+    PROBE_STEP: Final = 0.04  # the first probe after holding goes this much above lo
+    GROWTH: Final = (1.25, 1.5, 2.0)  # successive clean tries with no hi above
+    DROP_THROTTLES: Final = 4  # 429s in a held window that mean at once the limit fell
+    DROP_SHARE: Final = 0.25  # ... when they are also at least this share of it
+    NOISE: Final = 0.01  # a hold with at most this share of 429s is clean ...
+    TRIM: Final = 0.02  # ... and with more, lo steps down by that share, at least this
+    FELL: Final = 0.10  # a held window with more than this share of 429s ...
+    FELL_THROTTLES: Final = 3  # ... and at least this many: the limit fell
+    PROVEN: Final = 0.9  # of the last second's goodput: no cut goes below it
+    HOLDOFF_CAP_S: Final = 5.0
+    FLOOR_SHARE: Final = 1 / 20  # never below this share of the best second of a minute
+    MIN_RATE: Final = 0.01  # requests/s, when nothing at all has got through
+
+    def __init__(self, ceiling: float | None, now: float) -> None:
+        self._ceiling = ceiling
+        self._stated: float | None = None
+        self.lo: float | None = None
+        self.hi: float | None = ceiling
+        self._hi_at = now
+        self.settled = False
+        self._ramp_from = now
+        self._growth = 0
+        self._held = self._held_answers = self._held_throttled = 0
+        self._misses = 0
+        self._hold_windows = self.HOLD_WINDOWS
+        self._probe_from: float | None = None
+        self._costly = False
+        self._patience = 1  # windows last this many times their least
+        self._episode = now  # a 429 came with a Retry-After: each one pauses every request
+        self._streak = 0  # fresh 429s in a row, nothing let through between them
+        self._recent: deque[float] = deque()  # times of answers let through, last second
+        self._seconds: deque[list[int]] = deque()  # [second, let through], last minute
+        self._sends: deque[float] = deque(maxlen=64)  # while ramping: when requests left
+        if ceiling is None:
+            self.rate: float | None = self.START
+            self.phase = Phase.RAMP
+        else:
+            self.rate, self.phase = ceiling, Phase.TRY
+        self._start_window(now)
+
+    @property
+    def cap(self) -> float | None:
+        limits = [x for x in (self._ceiling, self._stated) if x is not None]
+        return min(limits) if limits else None
+
+    def tick(self, now: float) -> RateChange | None:
+        """Move the ramp on; called before each request is given its slot."""
+        if self.phase is not Phase.RAMP or self.rate is None:
+            return None
+        rate = self._ramp_rate(now)
+        if rate <= self.rate:
+            return None
+        old = self.rate
+        self.rate = None if rate > self.UNLIMITED_ABOVE else rate
+        return RateChange(old, None, "ramp") if self.rate is None else None
+
+    # ---- what the answers say ---------------------------------------------------------
+
+    def learn_limit(self, per_second: float, now: float) -> RateChange | None:
+        """A limit the server states in its headers: a ceiling, and the first guess."""
+        if per_second == self._stated:
+            return None
+        old = self.rate
+        self._stated = per_second
+        cap = self.cap
+        assert cap is not None
+        if self.hi is None or self.hi > cap:
+            self.hi = cap
+        if self.lo is not None and self.lo > cap:
+            self.lo = cap
+        if self.phase is Phase.RAMP or self.rate is None or self.rate > cap:
+            self._set(cap, Phase.TRY, now)
+        return RateChange(old, self.rate, "server_headers") if self.rate != old else None
+
+    def observe(
+        self, now: float, sent_at: float, *, throttled: bool, retry_after: bool = False
+    ) -> Observed:
+        """One answer to a request sent at `sent_at`; `retry_after` when a 429 carried one."""
+        if not throttled:
+            self._count_through(now)
+            self._streak = 0
+        if sent_at < self._window_start:
+            return _NOTHING  # sent at an earlier rate: it says nothing of this one
+        self._answers += 1
+        if not throttled:
+            return Observed(self._on_window_end(now)) if self._window_done(now) else _NOTHING
+        self._throttled += 1
+        self._streak += 1
+        if retry_after:
+            self._costly = True
+        change = self._on_throttle(now, sent_at, retry_after)
+        return Observed(change, self._holdoff())
+
+    def sent(self, now: float) -> None:
+        """A request leaves now (the ramp judges a 429 by how closely it followed)."""
+        if self.phase is Phase.RAMP:
+            self._sends.append(now)
+
+    def paused(self, seconds: float) -> None:
+        """Every request waits `seconds` (a Retry-After): that time is no part of a window."""
+        self._paused_s += seconds
+
+    # ---- decisions --------------------------------------------------------------------
+
+    def _on_throttle(self, now: float, sent_at: float, retry_after: bool) -> RateChange | None:
+        old = self.rate
+        match self.phase:
+            case Phase.RAMP:
+                failed = self._spacing_rate(sent_at)
+                self._narrow(failed)
+                self._set(self._descend(failed / 2, now, failed), Phase.DESCEND, now)
+            case Phase.DESCEND:
+                if self._streak > 2:
+                    # Refused whatever the rate: the limiter is locked. Wait (the hold-off)
+                    # and judge this rate on what comes after.
+                    self._start_window(now)
+                    return None
+                self._narrow(self._window_rate)
+                self._set(self._descend(self._cut(), now), Phase.DESCEND, now)
+            case Phase.TRY:
+                self._narrow(self._window_rate)
+                if self.lo is None:
+                    self._set(self._descend(self._cut(), now), Phase.DESCEND, now)
+                else:
+                    self._misses = 0
+                    self._set(self.lo, Phase.RECOVER, now)
+            case Phase.RECOVER:
+                self._misses += 1
+                if self._misses < self.DROP_THROTTLES:
+                    self._start_window(now)  # the limiter is still refilling: wait on
+                    return None
+                self._fell(now)
+            case Phase.HOLD if retry_after and self.lo is not None:
+                # Each such 429 stops every request for a while: hold a little under.
+                self.hi, self.lo = self.lo, self.lo * (1 - self.TRIM)
+                self._hold(self.lo, now)
+                return RateChange(old, self.rate, "trim")
+            case Phase.HOLD:
+                if (
+                    self._throttled < self.DROP_THROTTLES
+                    or self._throttled < self.DROP_SHARE * self._answers
+                ):
+                    return None  # judged when the window ends: timing noise or a new limit
+                self._fell(now)
+        if self.rate == old:
+            return None
+        return RateChange(old, self.rate, "fell" if self.phase is Phase.DESCEND else "throttled")
+
+    def _on_window_end(self, now: float) -> RateChange | None:
+        old = self.rate
+        settled = False
+        reason = "clean"
+        match self.phase:
+            case Phase.RAMP:
+                self._start_window(now)  # the ramp has no windows
+                return None
+            case Phase.DESCEND | Phase.TRY:
+                rate = self._window_rate
+                if self._probe_from is not None and rate > self._probe_from:
+                    self._probe_from = None  # the probe found capacity: probe often again
+                    self._hold_windows = self.HOLD_WINDOWS
+                self.lo = rate if self.lo is None else max(self.lo, rate)
+                if self.hi is not None and self.hi < self.lo:
+                    self.hi = None  # proven wrong: capacity was freed
+                settled = self._next(now)
+            case Phase.RECOVER:
+                settled = self._next(now)
+            case Phase.HOLD:
+                return self._judge_hold(now)
+        if self.rate == old and not settled:
+            return None
+        return RateChange(old, self.rate, reason, settled=settled)
+
+    def _judge_hold(self, now: float) -> RateChange | None:
+        old, lo = self.rate, self.lo
+        assert lo is not None
+        if self._throttled >= self.FELL_THROTTLES and self._throttled > self.FELL * self._answers:
+            self._fell(now)
+            return RateChange(old, self.rate, "fell")
+        # A lone 429 is timing noise; more than noise, over the whole hold, is an
+        # overshoot a saved-up burst hid until now: hold a little under.
+        self._held_answers += self._answers
+        self._held_throttled += self._throttled
+        share = self._held_throttled / self._held_answers
+        if self._held_throttled > 1 and share > self.NOISE:
+            self.hi, self.lo = lo, lo * (1 - max(share, self.TRIM))
+            self._hold(self.lo, now)
+            return RateChange(old, self.rate, "trim")
+        self._held += 1
+        cap = self.cap
+        if self._held < self._hold_windows or (cap is not None and lo >= cap):
+            self._start_window(now)
+            return None
+        # Look for freed capacity, gently: a try a step above lo. If it fails, the next
+        # comes after a longer hold.
+        self._probe_from = lo
+        self._hold_windows = min(self._hold_windows * 2, self._max_hold_windows())
+        self.hi, self._growth = None, 0
+        probe = lo * (1 + self.PROBE_STEP)
+        self._set(probe if cap is None else min(cap, probe), Phase.TRY, now)
+        return RateChange(old, self.rate, "probe")
+
+    def _next(self, now: float) -> bool:
+        """Choose the next window's rate from the bracket; True when that settles it."""
+        lo, hi, cap = self.lo, self.hi, self.cap
+        assert lo is not None
+        if cap is not None and lo >= cap:
+            return self._hold(cap, now)
+        if hi is not None and hi != cap and now - self._hi_at > self._hi_ttl():
+            hi = self.hi = None  # a 429 that old may have come from a client now gone
+        if hi is None:
+            growth = self.GROWTH[min(self._growth, len(self.GROWTH) - 1)]
+            self._growth += 1
+            target = lo * growth
+            self._set(target if cap is None else min(cap, target), Phase.TRY, now)
+            return False
+        self._growth = 0
+        if hi <= lo * (1 + (self.COSTLY_SETTLE if self._costly else self.SETTLE)):
+            return self._hold(lo, now)
+        self._set(math.sqrt(lo * hi), Phase.TRY, now)
+        return False
+
+    def _hi_ttl(self) -> float:
+        window = max(self.WINDOW_S, self.WINDOW_ANSWERS / self._window_rate)
+        return max(self.HI_TTL_S, self.HI_TTL_WINDOWS * window)
+
+    def _max_hold_windows(self) -> int:
+        """Probes at most every PROBE_MAX_S (four times as long when a 429 costs a
+        Retry-After pause of every request), and never more often than HOLD_WINDOWS."""
+        window = max(self.WINDOW_S, self.WINDOW_ANSWERS / self._window_rate)
+        most = self.PROBE_MAX_S * (4 if self._costly else 1)
+        return max(self.HOLD_WINDOWS, math.floor(most / window))
+
+    def _hold(self, rate: float, now: float) -> bool:
+        first = not self.settled
+        self.settled = True
+        self._held = self._held_answers = self._held_throttled = 0
+        self._set(rate, Phase.HOLD, now)
+        return first
+
+    def _fell(self, now: float) -> None:
+        """Refused at a proven rate: the limit fell (another client came), or was never
+        where it seemed (a burst the limiter had saved hid an overshoot). Look for it again
+        below, judging each rate over longer windows from now on."""
+        self._hold_windows = self.HOLD_WINDOWS
+        self._patience = min(self.MAX_PATIENCE, self._patience * 2)
+        failed = self._window_rate
+        self.hi, self.lo, self.settled = failed, None, False
+        self._set(self._descend(self._cut(), now), Phase.DESCEND, now)
+
+    def _narrow(self, failed: float) -> None:
+        self.hi = failed if self.hi is None else min(self.hi, failed)
+        self._hi_at = self._window_start
+
+    def _cut(self) -> float:
+        """Down by the share of this window's requests that got through, at least by a
+        tenth and at most by half."""
+        share = (self._answers - self._throttled) / max(1, self._answers)
+        # When every 429 pauses everything, a small step costs a pause a step.
+        most = self.COSTLY_CUT if self._costly else 0.9
+        return self._window_rate * min(most, max(0.5, share))
+
+    def _descend(self, target: float, now: float, failed: float | None = None) -> float:
+        """Down to `target`, but never below what the answers since the overshoot began
+        prove the server lets through, nor the floor; and never up."""
+        if self.phase is not Phase.DESCEND:
+            self._episode = now  # an overshoot begins: the limiter is spent from here
+        proven = self._goodput(now) * self.PROVEN
+        ceiling = self._window_rate if failed is None else failed
+        return min(ceiling, max(target, proven, self._floor(now)))
+
+    def _holdoff(self) -> float:
+        if self._streak < 2:
+            return 0.0
+        interval = 1.0 / self.rate if self.rate else 0.0
+        return min(self.HOLDOFF_CAP_S, interval * 2.0 ** min(self._streak - 2, 20))
+
+    # ---- bookkeeping ------------------------------------------------------------------
+
+    def _set(self, rate: float, phase: Phase, now: float) -> None:
+        self.rate = max(rate, self.MIN_RATE)
+        self.phase = phase
+        self._start_window(now)
+
+    def _start_window(self, now: float) -> None:
+        self._window_start = now
+        self._window_rate = self.rate if self.rate is not None else math.inf
+        self._answers = 0
+        self._throttled = 0
+        self._paused_s = 0.0
+
+    def _window_done(self, now: float) -> bool:
+        if self.phase is Phase.RECOVER:
+            return self._answers >= self.SHORT_ANSWERS
+        span = now - self._window_start - self._paused_s
+        answers = self.WINDOW_ANSWERS * self._patience
+        needed = max(self.WINDOW_S * self._patience, answers / self._window_rate)
+        return span >= needed and self._answers >= answers
+
+    def _spacing_rate(self, sent_at: float) -> float:
+        """The rate a ramping request was sent at, from the gap before it."""
+        before = [at for at in self._sends if at < sent_at]
+        if before and sent_at > before[-1]:
+            return 1.0 / (sent_at - before[-1])
+        return self._ramp_rate(sent_at)
+
+    def _ramp_rate(self, at: float) -> float:
+        doublings = min(30.0, (at - self._ramp_from) / self.RAMP_DOUBLING_S)
+        return min(self.START * math.pow(2.0, doublings), self.UNLIMITED_ABOVE * 2)
+
+    def _count_through(self, now: float) -> None:
+        recent = self._recent
+        recent.append(now)
+        while recent[0] <= now - 1.0:
+            recent.popleft()
+        second = math.floor(now)
+        seconds = self._seconds
+        if seconds and seconds[-1][0] == second:
+            seconds[-1][1] += 1
+        else:
+            seconds.append([second, 1])
+            while seconds[0][0] <= second - 60:
+                seconds.popleft()
+
+    def _goodput(self, now: float) -> float:
+        """Requests let through since the overshoot began, per second, over a second at
+        least: a burst the limiter had saved up is not what it lets through."""
+        since = max(self._episode, now - 1.0)
+        return sum(1 for at in self._recent if at > since) / max(1.0, now - since)
+
+    def _floor(self, now: float) -> float:
+        best = max((count for second, count in self._seconds if second > now - 60), default=0)
+        return max(self.MIN_RATE, best * self.FLOOR_SHARE)
