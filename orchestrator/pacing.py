@@ -26,6 +26,11 @@ log = structlog.get_logger("orchestrator")
 MAX_RETRY_AFTER_S: Final = 300.0
 
 
+# How late a sleep may wake (epoll rounds timeouts up to the millisecond) and still be
+# taken as on time by the bucket.
+LATE_S: Final = 0.005
+
+
 class Clock(Protocol):
     """Monotonic time and sleeping, the one seam through which pacing sees time."""
 
@@ -92,7 +97,13 @@ class TokenBucket:
     def take(self, now: float) -> None:
         """A request leaves now."""
         self._last = now
-        self._tat = max(self._tat, now - self._tolerance) + self._interval
+        if 0 <= now - self._tat < min(self._interval, LATE_S):
+            # Woken a little late by the event loop: keep to the grid, so that lateness
+            # never adds up into a slower rate than asked (the server saw this one late too).
+            base = self._tat
+        else:
+            base = max(self._tat, now - self._tolerance)
+        self._tat = base + self._interval
 
     async def acquire(self) -> None:
         if self._interval == 0:

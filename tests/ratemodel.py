@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from orchestrator.pacing import TokenBucket
 from orchestrator.ratecontrol import AdaptiveRate
 from orchestrator.simulator.limiters import Decision, Limiter
 
@@ -67,7 +68,8 @@ def run_model(
     rng = random.Random(seed)
     run = ModelRun()
     control = AdaptiveRate(ceiling, 0.0)
-    last_sent = -math.inf
+    clock = _ModelClock()
+    bucket = TokenBucket(control.rate, clock)
     pause_until = 0.0
     line: deque[None] = deque()  # workers waiting their turn, the head first
     head_version = 0  # a release event for an older head is stale
@@ -82,16 +84,20 @@ def run_model(
     def schedule(at: float, kind: str, data: object = None) -> None:
         heapq.heappush(queue, (at, next(seq), kind, data))
 
+    def slot_at(now: float) -> float:
+        """When the head of the line may leave, from the rate as it is now."""
+        clock.at = now
+        control.tick(now)
+        if bucket.per_second != control.rate:
+            bucket.set_rate(control.rate)
+        return max(now, pause_until, now if bucket.unlimited else bucket.slot(now))
+
     def next_turn(now: float) -> None:
-        """The head of the line is given its time to leave, from the rate as it is now."""
         nonlocal head_version
         if not line:
             return
         head_version += 1
-        control.tick(now)
-        rate = control.rate
-        slot = max(now, pause_until, last_sent + (1.0 / rate if rate else 0.0))
-        schedule(slot, "release", head_version)
+        schedule(slot_at(now), "release", head_version)
 
     def want_slot(now: float) -> None:
         line.append(None)
@@ -111,14 +117,13 @@ def run_model(
         if kind == "release":
             if data != head_version:
                 continue
-            control.tick(now)
-            rate = control.rate
-            slot = max(now, pause_until, last_sent + (1.0 / rate if rate else 0.0))
+            slot = slot_at(now)
             if slot > now + 1e-12:  # slower now, or paused, since the slot was given
                 schedule(slot, "release", head_version)
                 continue
             line.popleft()
-            last_sent = now
+            if not bucket.unlimited:
+                bucket.take(now)
             control.sent(now)
             schedule(now + delay(), "arrive", now)
             next_turn(now)
@@ -132,6 +137,7 @@ def run_model(
             sent_at, allowed, wait, decision = data
             if stated is not None:
                 control.learn_limit(stated, now)
+            clock.at = now
             observed = control.observe(
                 now, sent_at, throttled=not allowed, retry_after=wait is not None
             )
@@ -155,6 +161,18 @@ def run_model(
                 untaken -= 1
             want_slot(now)
     return run
+
+
+class _ModelClock:
+    """The model's time, for the bucket's one read of it."""
+
+    at = 0.0
+
+    def now(self) -> float:
+        return self.at
+
+    async def sleep(self, seconds: float) -> None:
+        raise NotImplementedError("the model never sleeps: it schedules")
 
 
 def whole_seconds(decision: Decision) -> float:
