@@ -90,6 +90,7 @@ class AdaptiveRate:
     TRIM: Final = 0.02  # ... and with more, lo steps down by that share, at least this
     FELL: Final = 0.10  # a held window with more than this share of 429s ...
     FELL_THROTTLES: Final = 3  # ... and at least this many: the limit fell
+    HAIR: Final = 0.03  # under a stated limit that met a 429, first
     PROVEN: Final = 0.9  # of the last second's goodput: no cut goes below it
     HOLDOFF_CAP_S: Final = 5.0
     FLOOR_SHARE: Final = 1 / 20  # never below this share of the best second of a minute
@@ -109,6 +110,7 @@ class AdaptiveRate:
         self._hold_windows = self.HOLD_WINDOWS
         self._probe_from: float | None = None
         self._costly = False
+        self._haired = False
         self._patience = 1  # windows last this many times their least
         self._episode = now  # a 429 came with a Retry-After: each one pauses every request
         self._streak = 0  # fresh 429s in a row, nothing let through between them
@@ -202,12 +204,7 @@ class AdaptiveRate:
                 self._narrow(self._window_rate)
                 self._set(self._descend(self._cut(), now), Phase.DESCEND, now)
             case Phase.TRY:
-                self._narrow(self._window_rate)
-                if self.lo is None:
-                    self._set(self._descend(self._cut(), now), Phase.DESCEND, now)
-                else:
-                    self._misses = 0
-                    self._set(self.lo, Phase.RECOVER, now)
+                self._try_failed(now)
             case Phase.RECOVER:
                 self._misses += 1
                 if self._misses < self.DROP_THROTTLES:
@@ -229,6 +226,20 @@ class AdaptiveRate:
         if self.rate == old:
             return None
         return RateChange(old, self.rate, "fell" if self.phase is Phase.DESCEND else "throttled")
+
+    def _try_failed(self, now: float) -> None:
+        self._narrow(self._window_rate)
+        if self.lo is not None:
+            self._misses = 0
+            self._set(self.lo, Phase.RECOVER, now)
+        elif self._window_rate == self.cap and not self._haired:
+            # A stated limit met a 429: most likely timing noise at a strict limiter, or a
+            # little of it taken by another client. A hair under it first, before looking
+            # further down.
+            self._haired = True
+            self._set(self._window_rate * (1 - self.HAIR), Phase.DESCEND, now)
+        else:
+            self._set(self._descend(self._cut(), now), Phase.DESCEND, now)
 
     def _on_window_end(self, now: float) -> RateChange | None:
         old = self.rate

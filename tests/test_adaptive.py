@@ -73,15 +73,26 @@ def _window(rate: AdaptiveRate, start: float, *, every: float, answers: int) -> 
 
 
 def test_a_clean_window_proves_its_rate_and_the_bracket_is_bisected_in_ratio() -> None:
-    rate = AdaptiveRate(ceiling=100.0, now=0.0)
-    rate.observe(0.01, 0.0, throttled=True)  # the ceiling is too fast: hi = 100
+    rate = AdaptiveRate(ceiling=None, now=0.0)
+    rate.sent(0.0)
+    rate.sent(0.01)
+    rate.observe(0.012, 0.01, throttled=True)  # 100/s is too fast: hi = 100
     assert rate.phase is Phase.DESCEND
     low = rate.rate
-    assert low is not None
+    assert low == pytest.approx(50.0)
     _window(rate, 0.02, every=1 / low, answers=int(low * 1.2))
     assert rate.lo == pytest.approx(low)
     assert rate.phase is Phase.TRY
     assert rate.rate == pytest.approx(math.sqrt(low * 100.0))
+
+
+def test_a_stated_limit_that_meets_a_429_steps_a_hair_under_it_first() -> None:
+    rate = AdaptiveRate(ceiling=50.0, now=0.0)
+    rate.observe(0.05, 0.02, throttled=True)
+    assert rate.rate == pytest.approx(50.0 * (1 - AdaptiveRate.HAIR))
+    rate.observe(0.2, 0.1, throttled=True)  # and again: now it looks further down
+    assert rate.rate is not None
+    assert rate.rate < 50.0 * (1 - AdaptiveRate.HAIR) * 0.95
 
 
 def test_a_failed_try_goes_back_to_the_proven_rate_at_once() -> None:
