@@ -19,6 +19,7 @@ import os
 import random
 import signal
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ log = structlog.get_logger("orchestrator")
 # 429s an ID may meet before it fails as rate_limited: they are pacing, so they do not
 # count against --max-attempts, but the loop stays bounded.
 MAX_THROTTLES = 50
+# A paced request leaves at most this long after its slot (see _send_on_time).
+MAX_SEND_LAG_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ class Rerun:
         self._task_group: TaskGroup | None = None
         self._input_error: str | None = None
         self._in_flight: set[str] = set()
+        self._write_lags: deque[float] = deque(maxlen=32)  # slot to durable dispatched, s
         self._pending = 0  # IDs handed to the workers and not yet settled
         self._input_done = False
         self._sending = False
@@ -348,6 +352,8 @@ class Rerun:
             await self._writer.append_durable(
                 Dispatched(at=utc_now(), original_run_id=run_id, attempt=attempt)
             )
+            if not self._pacer.bucket.unlimited:
+                await self._send_on_time(sent_at)
             if attempt == 1:
                 self.tally.sent += 1
             elif last is not None and not last.resendable and not flagged:
@@ -378,6 +384,18 @@ class Rerun:
             if not await self._unless_stopped(functools.partial(self._clock.sleep, delay)):
                 self._stopped_between_attempts(run_id, last)
                 return
+
+    async def _send_on_time(self, slot: float) -> None:
+        """Leave a fixed lag after the slot: the ledger's durable write between the two
+        takes from under a millisecond to tens of them, and a strict limiter (nginx
+        limit_req, no burst) refuses a request that comes even a little early. The lag
+        is the slowest of the recent writes, so the server sees the spacing the pacer
+        chose, and only the answer comes that much later."""
+        now = self._clock.now()
+        self._write_lags.append(now - slot)
+        lag = min(MAX_SEND_LAG_S, max(self._write_lags))
+        if slot + lag > now:
+            await self._clock.sleep(slot + lag - now)
 
     async def _turn(self) -> float | None:
         """Wait for the pacer; when the request may leave, or None if a stop came first."""

@@ -94,27 +94,28 @@ class TokenBucket:
         """When the next request may leave, as the rate stands now."""
         return max(self._tat, now - self._tolerance)
 
-    def take(self, now: float) -> None:
-        """A request leaves now."""
+    def take(self, now: float) -> float:
+        """A request leaves now; the time its slot was, on the bucket's grid."""
         self._last = now
         if 0 <= now - self._tat < min(self._interval, LATE_S):
             # Woken a little late by the event loop: keep to the grid, so that lateness
-            # never adds up into a slower rate than asked (the server saw this one late too).
+            # never adds up into a slower rate than asked.
             base = self._tat
         else:
             base = max(self._tat, now - self._tolerance)
         self._tat = base + self._interval
+        return min(base, now)
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float | None:
+        """Wait for a slot; when it was (see `take`), or None when there is no limit."""
         if self._interval == 0:
-            return
+            return None
         async with self._line:
             while True:
                 now = self._clock.now()
                 slot = self.slot(now)
                 if slot <= now or self._interval == 0:
-                    self.take(now)
-                    return
+                    return self.take(now)
                 await self._clock.sleep(slot - now)
 
 
@@ -152,17 +153,18 @@ class Pacer:
         self.circuit = Circuit(circuit_threshold, clock)
 
     async def turn(self) -> float:
-        """Wait until a request may leave; the time it leaves, to hand back to `observe`."""
+        """Wait until a request may leave; its slot (the time it was due, which a late
+        wake-up may have passed by a little), to hand back to `observe`."""
         while True:
             await self.pause.wait()
             await self.circuit.wait()
             if self.rate.phase is Phase.RAMP:
                 self._follow(self.rate.tick(self._clock.now()))
-            await self.bucket.acquire()
+            slot = await self.bucket.acquire()
             if self.pause.remaining == 0:  # a Retry-After may have come while we waited
-                now = self._clock.now()
-                self.rate.sent(now)
-                return now
+                sent_at = self._clock.now() if slot is None else slot
+                self.rate.sent(sent_at)
+                return sent_at
 
     def open(self) -> bool:
         """True when a request may leave this instant, with no wait at all: the fast path
