@@ -185,7 +185,6 @@ class Pacer:
         """Learn from one answer to a request that left at `sent_at` (by default, now);
         what changed, for the log."""
         now = self._clock.now()
-        paused = retry_after is not None and self.hold_all(retry_after)
         stated = None
         if answer.hint is not None and answer.hint.per_second is not None:
             stated = self.rate.learn_limit(answer.hint.per_second, now)
@@ -195,6 +194,8 @@ class Pacer:
             throttled=answer.throttled,
             retry_after=retry_after is not None,
         )
+        # After the answer is judged: a pause belongs to the window the answer started.
+        paused = retry_after is not None and self.hold_all(retry_after)
         if seen.holdoff_s > self.pause.remaining:
             self.pause.pause_for(seen.holdoff_s)  # the limiter is locked: stop feeding it
         change = seen.change or stated

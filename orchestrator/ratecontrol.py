@@ -76,6 +76,7 @@ class AdaptiveRate:
     SHORT_ANSWERS: Final = 8  # clean answers that end a descent or a recovery
     SETTLE: Final = 0.04  # hi / lo under 1 + this: settled
     COSTLY_SETTLE: Final = 0.08  # ... when each 429 costs a Retry-After pause
+    COSTLY_TRIM: Final = 0.05  # a held rate that met a Retry-After steps down this much
     COSTLY_CUT: Final = 0.7  # a descent steps down at least this much then (botocore's)
     HOLD_WINDOWS: Final = 4  # clean windows held before probing again
     MAX_PATIENCE: Final = 4
@@ -212,8 +213,14 @@ class AdaptiveRate:
                     return None
                 self._fell(now)
             case Phase.HOLD if retry_after and self.lo is not None:
-                # Each such 429 stops every request for a while: hold a little under.
-                self.hi, self.lo = self.lo, self.lo * (1 - self.TRIM)
+                # Each such 429 stops every request for a while: hold a little under, or
+                # under what this window got through, when it is long enough to say.
+                trimmed = self.lo * (1 - self.COSTLY_TRIM)
+                span = now - self._window_start - self._paused_s
+                if span >= self.WINDOW_S:
+                    through = (self._answers - self._throttled) / span
+                    trimmed = min(trimmed, max(through * (1 - self.COSTLY_TRIM), self.lo / 2))
+                self.hi, self.lo = self.lo, trimmed
                 self._hold(self.lo, now)
                 return RateChange(old, self.rate, "trim")
             case Phase.HOLD:
