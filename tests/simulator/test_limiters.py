@@ -92,6 +92,11 @@ def test_gcra_full_again_after_its_reset(rate: float, burst: int, steps: list[fl
     assert [gcra.decide(later).allowed for _ in range(burst + 2)] == [True] * (burst + 1) + [False]
 
 
+def test_gcra_float_arithmetic_never_falls_short_of_a_slot() -> None:
+    gcra = GCRA(1 / 3, 0)  # 3 s a request: 50 steps of 3.0 must each be let through
+    assert all(gcra.decide(3.0 * n).allowed for n in range(50))
+
+
 def test_gcra_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="burst"):
         GCRA(rate=1.0, burst=-1)

@@ -15,49 +15,12 @@ from orchestrator.simulator import (
     seeded_run_ids,
     seeded_workflow_ids,
 )
-from orchestrator.simulator.bucket import full_bucket, take
 from orchestrator.simulator.dataset import generate
 from orchestrator.simulator.faults import FaultPlan, FaultRates, sample_latency_s
 from orchestrator.simulator.models import Progressing, Run, Settled, snapshot
 from orchestrator.simulator.views import PageWindow, paginated, parse_page
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-# -- token bucket ----------------------------------------------------------------
-
-
-def test_bucket_allows_a_burst_then_refuses_without_taking() -> None:
-    bucket = full_bucket(3, now=0.0)
-    remaining = []
-    for _ in range(3):
-        verdict, bucket = take(bucket, 0.0, rate=1.0, size=3)
-        assert verdict.allowed
-        remaining.append(verdict.remaining)
-    assert remaining == [2, 1, 0]
-    refused, after = take(bucket, 0.25, rate=1.0, size=3)
-    assert not refused.allowed
-    assert refused.remaining == 0
-    assert refused.wait_s == pytest.approx(0.75)
-    # The refusal took nothing: the next token is due at t=1.0, not later.
-    verdict, _ = take(after, 1.0, rate=1.0, size=3)
-    assert verdict.allowed
-
-
-def test_bucket_refills_exactly_one_token_per_interval() -> None:
-    bucket = full_bucket(1, now=0.0)
-    rate = 1 / 3  # float arithmetic must not make 3 s fall short of a token
-    now = 0.0
-    for _ in range(50):
-        verdict, bucket = take(bucket, now, rate=rate, size=1)
-        assert verdict.allowed
-        now += 3.0
-
-
-def test_bucket_never_holds_more_than_its_size() -> None:
-    _, bucket = take(full_bucket(2, now=0.0), 0.0, rate=10.0, size=2)
-    verdict, _ = take(bucket, 1_000.0, rate=10.0, size=2)
-    assert verdict.remaining == 1
-
 
 # -- faults ------------------------------------------------------------------------
 
