@@ -197,7 +197,10 @@ class Pacer:
         # After the answer is judged: a pause belongs to the window the answer started.
         paused = retry_after is not None and self.hold_all(retry_after)
         if seen.holdoff_s > self.pause.remaining:
-            self.pause.pause_for(seen.holdoff_s)  # the limiter is locked: stop feeding it
+            # The limiter is locked: stop feeding it. Silence proves no rate, so the
+            # window does not count it.
+            self.rate.paused(seen.holdoff_s - self.pause.remaining)
+            self.pause.pause_for(seen.holdoff_s)
         change = seen.change or stated
         self._follow(change)
         circuit = None if answer.throttled else self.circuit.record(answer.fault)
