@@ -73,6 +73,7 @@ class AdaptiveRate:
     UNLIMITED_ABOVE: Final = 5000.0  # a ramp past this lets the concurrency limit alone
     WINDOW_S: Final = 1.0  # a window lasts at least this long ...
     WINDOW_ANSWERS: Final = 8  # ... and this many answers
+    FEWEST_ANSWERS: Final = 3  # ... or, at rates so low that 8 take over 4 s, this many
     SHORT_ANSWERS: Final = 8  # clean answers that end a descent or a recovery
     SETTLE: Final = 0.04  # hi / lo under 1 + this: settled
     COSTLY_SETTLE: Final = 0.08  # ... when each 429 costs a Retry-After pause
@@ -323,13 +324,13 @@ class AdaptiveRate:
         return False
 
     def _hi_ttl(self) -> float:
-        window = max(self.WINDOW_S, self.WINDOW_ANSWERS / self._window_rate)
+        window = max(self.WINDOW_S, self._window_answers() / self._window_rate)
         return max(self.HI_TTL_S, self.HI_TTL_WINDOWS * window)
 
     def _max_hold_windows(self) -> int:
         """Probes at most every PROBE_MAX_S (four times as long when a 429 costs a
         Retry-After pause of every request), and never more often than HOLD_WINDOWS."""
-        window = max(self.WINDOW_S, self.WINDOW_ANSWERS / self._window_rate)
+        window = max(self.WINDOW_S, self._window_answers() / self._window_rate)
         most = self.PROBE_MAX_S * (4 if self._costly else 1)
         return max(self.HOLD_WINDOWS, math.floor(most / window))
 
@@ -395,7 +396,7 @@ class AdaptiveRate:
         if self.phase is Phase.RECOVER:
             return self._answers >= self.SHORT_ANSWERS
         span = now - self._window_start - self._paused_s
-        answers = self.WINDOW_ANSWERS * self._patience
+        answers = self._window_answers() * self._patience
         needed = max(self.WINDOW_S * self._patience, answers / self._window_rate)
         return span >= needed and self._answers >= answers
 
@@ -405,6 +406,14 @@ class AdaptiveRate:
         if before and sent_at > before[-1]:
             return 1.0 / (sent_at - before[-1])
         return self._ramp_rate(sent_at)
+
+    def _window_answers(self) -> int:
+        """Answers a window needs: WINDOW_ANSWERS, fewer (down to 3) below 2/s, where eight
+        would make a window of many seconds and a climb from a deep cut of minutes; at
+        most 4 s of answers."""
+        if self._window_rate >= self.WINDOW_ANSWERS / 4:
+            return self.WINDOW_ANSWERS
+        return max(self.FEWEST_ANSWERS, math.floor(self._window_rate * 4))
 
     def _ramp_rate(self, at: float) -> float:
         doublings = min(30.0, (at - self._ramp_from) / self.RAMP_DOUBLING_S)

@@ -53,6 +53,25 @@ def test_knowing_nothing_the_rate_ramps_up_from_a_modest_start_to_no_limit() -> 
     assert change.new is None
 
 
+def test_with_no_limit_left_answers_are_taken_without_judging_a_window() -> None:
+    rate = AdaptiveRate(ceiling=None, now=0.0)
+    rate.tick(1.0)
+    assert rate.rate is None
+    for n in range(100):
+        assert rate.observe(1.0 + n / 1000, 1.0 + n / 1000, throttled=False).change is None
+    assert rate.phase is Phase.RAMP
+
+
+def test_a_window_at_a_low_rate_needs_fewer_answers() -> None:
+    """Eight answers at 0.25/s would be a 32 s window; a climb from a deep cut would take
+    minutes. Below 2/s a window needs 4 s of answers, at least three."""
+    rate = _held(lo=0.25)
+    rate._hold_windows = 100  # no probe in the way
+    end = _window(rate, 0.0, every=4.0, answers=3)
+    assert rate._held == 1
+    assert end == 12.0
+
+
 def test_a_429_on_the_ramp_steps_down_to_half_the_rate_it_was_sent_at() -> None:
     rate = AdaptiveRate(ceiling=None, now=0.0)
     for at in (0.0, 0.01, 0.02):  # sent 100/s apart
