@@ -56,9 +56,10 @@ async def call_with_retries(
         outcome = await fn()
         retry_after = outcome.retry_after if isinstance(outcome, Retryable) else None
         # Reads spend the token's one budget, so what their answers say counts too.
-        events = pacer.observe(answer_of(outcome), retry_after, sent_at)
+        answer = answer_of(outcome)
+        events = pacer.observe(answer, retry_after, sent_at)
         log_pacing(events, pacer)
-        throttled = isinstance(outcome, Retryable) and outcome.http_status == 429
+        throttled = answer.throttled
         tries += not throttled
         if not isinstance(outcome, Retryable) or tries >= max_attempts or attempt >= MAX_CALLS:
             return outcome

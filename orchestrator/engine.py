@@ -363,8 +363,7 @@ class Rerun:
             self._in_flight.discard(run_id)
             self.tally.requests += 1
             self.tally.by_status[_status_key(outcome)] += 1
-            self._learn(outcome, sent_at)
-            throttled = isinstance(outcome, Retryable) and outcome.http_status == 429
+            throttled = self._learn(outcome, sent_at)
             throttles += throttled
             tries += not throttled
             if (
@@ -428,15 +427,18 @@ class Rerun:
             error=outcome.error,
         )
 
-    def _learn(self, outcome: Outcome, sent_at: float) -> None:
-        """Tell pacing what this answer says of the server's limit and health."""
+    def _learn(self, outcome: Outcome, sent_at: float) -> bool:
+        """Tell pacing what this answer says of the server's limit and health; True when
+        it was a 429 (pacing, not a fault)."""
         retry_after = outcome.retry_after if isinstance(outcome, Retryable) else None
-        events = self._pacer.observe(answer_of(outcome), retry_after, sent_at)
+        answer = answer_of(outcome)
+        events = self._pacer.observe(answer, retry_after, sent_at)
         if events.paused:
             log.info("rerun.paused", seconds=retry_after, detail="Retry-After: every worker waits")
         log_pacing(events, self._pacer)
         if events.circuit == "opened":
             self.tally.circuit_opened += 1
+        return answer.throttled
 
     def _record_attempt(
         self, run_id: str, attempt: int, outcome: Retryable | Abort, *, resendable: bool

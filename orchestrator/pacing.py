@@ -159,7 +159,8 @@ class Pacer:
             await self.pause.wait()
             await self.circuit.wait()
             if self.rate.phase is Phase.RAMP:
-                self._follow(self.rate.tick(self._clock.now()))
+                self.rate.tick(self._clock.now())
+                self._follow()
             slot = await self.bucket.acquire()
             if self.pause.remaining == 0:  # a Retry-After may have come while we waited
                 sent_at = self._clock.now() if slot is None else slot
@@ -202,11 +203,12 @@ class Pacer:
             self.rate.paused(seen.holdoff_s - self.pause.remaining)
             self.pause.pause_for(seen.holdoff_s)
         change = seen.change or stated
-        self._follow(change)
+        self._follow()
         circuit = None if answer.throttled else self.circuit.record(answer.fault)
         return PacingEvents(change, circuit, paused, seen.holdoff_s)
 
-    def _follow(self, change: RateChange | None) -> None:
+    def _follow(self) -> None:
+        """The bucket paces at the rate the adaptive rate chose."""
         if self.bucket.per_second != self.rate.rate:
             self.bucket.set_rate(self.rate.rate)
 

@@ -74,7 +74,7 @@ class AdaptiveRate:
     WINDOW_S: Final = 1.0  # a window lasts at least this long ...
     WINDOW_ANSWERS: Final = 8  # ... and this many answers
     FEWEST_ANSWERS: Final = 3  # ... or, at rates so low that 8 take over 4 s, this many
-    SHORT_ANSWERS: Final = 8  # clean answers that end a descent or a recovery
+    SHORT_ANSWERS: Final = 8  # clean answers in a row that end a recovery
     SETTLE: Final = 0.04  # hi / lo under 1 + this: settled
     COSTLY_SETTLE: Final = 0.08  # ... when each 429 costs a Retry-After pause
     COSTLY_TRIM: Final = 0.05  # a held rate that met a Retry-After steps down this much

@@ -151,8 +151,8 @@ def run_model(
                 run.throttled += 1
                 hold = max(wait or 0.0, observed.holdoff_s)
                 if now + hold > pause_until:
-                    if wait is not None:
-                        control.paused(now + hold - max(now, pause_until))
+                    # As the pacer does: a pause, ours or the server's, is no part of a window.
+                    control.paused(now + hold - max(now, pause_until))
                     pause_until = now + hold
             record_rate(now)
             if allowed:
