@@ -237,6 +237,7 @@ class AdaptiveRate:
 
     def _try_failed(self, now: float) -> None:
         self._narrow(self._window_rate)
+        self._growth = 0  # a step up failed: the next starts small again
         if self.lo is not None:
             self._misses = 0
             self._set(self.lo, Phase.RECOVER, now)
@@ -267,7 +268,7 @@ class AdaptiveRate:
                     self.hi = None  # proven wrong: capacity was freed
                 settled = self._next(now)
             case Phase.RECOVER:
-                settled = self._next(now)
+                settled = self._next(now, recovered=True)
             case Phase.HOLD:
                 return self._judge_hold(now)
         if self.rate == old and not settled:
@@ -303,13 +304,15 @@ class AdaptiveRate:
         self._set(probe if cap is None else min(cap, probe), Phase.TRY, now)
         return RateChange(old, self.rate, "probe")
 
-    def _next(self, now: float) -> bool:
-        """Choose the next window's rate from the bracket; True when that settles it."""
+    def _next(self, now: float, *, recovered: bool = False) -> bool:
+        """Choose the next window's rate from the bracket; True when that settles it.
+        Right after a failed try (`recovered`) its 429 still bounds the next one, however
+        long the recovery took."""
         lo, hi, cap = self.lo, self.hi, self.cap
         assert lo is not None
         if cap is not None and lo >= cap:
             return self._hold(cap, now)
-        if hi is not None and hi != cap and now - self._hi_at > self._hi_ttl():
+        if hi is not None and hi != cap and not recovered and now - self._hi_at > self._hi_ttl():
             hi = self.hi = None  # a 429 that old may have come from a client now gone
         if hi is None:
             growth = self.GROWTH[min(self._growth, len(self.GROWTH) - 1)]
