@@ -53,6 +53,7 @@ from .ledger import Rejected as RejectedRecord
 from .pacing import Backoff, Clock, Pacer, RealClock, log_pacing
 from .report import RunResult, Snapshot, StopReason, Tally, exit_code
 from .settings import ConfigError, RerunSettings
+from .sharedrate import SharedSchedule, open_shared
 from .source import Batch, InputError, InputFailed, open_source, read_in_background
 from .waiting import Waiter, WaitPolicy
 
@@ -94,6 +95,8 @@ class Rerun:
         writer: LedgerWriter | None,
         resume: ResumeState,
         plumbing: Plumbing,
+        *,
+        shared: SharedSchedule | None = None,
     ) -> None:
         self.settings = settings
         self.tally = Tally()
@@ -103,7 +106,10 @@ class Rerun:
         self._plumbing = plumbing
         self._clock = plumbing.clock
         self._pacer = Pacer(
-            settings.rate, plumbing.clock, circuit_threshold=settings.circuit_threshold
+            settings.rate,
+            plumbing.clock,
+            circuit_threshold=settings.circuit_threshold,
+            shared=shared,
         )
         self._budget = ErrorBudget(
             settings.max_failures, settings.max_client_failures, settings.max_server_failures
@@ -219,6 +225,7 @@ class Rerun:
             dry_run=self.settings.dry_run,
             waited=self._waiter is not None,
             abort_detail=self._abort_detail,
+            budget=None if self._pacer.shared is None else self._pacer.shared.report(),
         )
 
     async def _pipeline(self, source: BinaryIO) -> None:
@@ -590,7 +597,7 @@ async def run_rerun(
     Raises ConfigError (bad source or ledger path), LedgerLocked or InputError."""
     plumbing = plumbing or Plumbing.default()
     source = open_source(settings.source, plumbing.stdin)
-    with contextlib.ExitStack() as cleanup:
+    async with contextlib.AsyncExitStack() as cleanup:
         if settings.source != "-":
             cleanup.callback(source.close)
         if settings.dry_run:
@@ -605,10 +612,15 @@ async def run_rerun(
                 at=utc_now(), version=__version__, source=settings.source, pid=os.getpid()
             )
         )
+        shared = await open_shared(
+            settings.store_spec, settings.base_url, token, settings.rate, plumbing.clock.now
+        )
+        if shared is not None:
+            cleanup.push_async_callback(shared.close)
         connector = aiohttp.TCPConnector(limit=settings.concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
             client = AltostratClient(session, settings.base_url, token, settings.timeout)
-            rerun = Rerun(settings, client, writer, resume, plumbing)
+            rerun = Rerun(settings, client, writer, resume, plumbing, shared=shared)
             with plumbing.monitor(rerun.snapshot) if plumbing.monitor else contextlib.nullcontext():
                 result = await rerun.run(source)
         writer.append(

@@ -150,6 +150,18 @@ def render_metrics(
         "Requests per second over the whole last rerun.",
         _float(fields.get("effective_rate_per_s")),
     )
+    if "rate_store" in fields:
+        out.gauge(
+            "rate_budget_shared",
+            "1 when the last rerun took its request slots from the token's shared schedule.",
+            1 if fields.get("rate_budget_shared") is True else 0,
+        )
+        if (per_s := fields.get("rate_budget_per_s")) is not None:
+            out.gauge(
+                "rate_budget_requests_per_second",
+                "The token's limit that the shared schedule ran at, at the end of the last rerun.",
+                _float(per_s),
+            )
     return out.text()
 
 

@@ -18,6 +18,7 @@ import anyio
 import structlog
 
 from .ratecontrol import AdaptiveRate, Phase, RateChange
+from .sharedrate import SharedSchedule
 
 log = structlog.get_logger("orchestrator")
 
@@ -25,6 +26,9 @@ log = structlog.get_logger("orchestrator")
 # and an operator would rather see retries than a silent hang.
 MAX_RETRY_AFTER_S: Final = 300.0
 
+
+# A rate settled this far under the ceiling is a limit learned, worth sharing.
+LEARNED_UNDER: Final = 0.05
 
 # How late a sleep may wake (epoll rounds timeouts up to the millisecond) and still be
 # taken as on time by the bucket.
@@ -142,42 +146,81 @@ class Pause:
 
 class Pacer:
     """The one gate every request passes, whatever its endpoint (the API's limit is per
-    token): the shared Retry-After pause, the circuit, then the token bucket, whose rate
-    the adaptive rate sets from what the answers say."""
+    token): the Retry-After pause, the circuit, the token bucket, whose rate the adaptive
+    rate sets from what the answers say, then the slot in the token's schedule shared
+    with other processes, when there is one."""
 
-    def __init__(self, ceiling: float | None, clock: Clock, *, circuit_threshold: int = 0) -> None:
+    def __init__(
+        self,
+        ceiling: float | None,
+        clock: Clock,
+        *,
+        circuit_threshold: int = 0,
+        shared: SharedSchedule | None = None,
+    ) -> None:
         self._clock = clock
         self.pause = Pause(clock)
         self.rate = AdaptiveRate(ceiling, clock.now())
         self.bucket = TokenBucket(self.rate.rate, clock)
         self.circuit = Circuit(circuit_threshold, clock)
+        self.shared = shared
+        self._shared_per_s: float | None = None  # the shared limit the rate was told of
+        self._line = anyio.Lock()  # one reservation in the shared schedule at a time
+        self._follow_shared()
 
     async def turn(self) -> float:
         """Wait until a request may leave; its slot (the time it was due, which a late
         wake-up may have passed by a little), to hand back to `observe`."""
         while True:
+            if self.shared is not None and self.shared.pending:
+                await self.shared.flush()
+                self._follow_shared()
             await self.pause.wait()
             await self.circuit.wait()
             if self.rate.phase is Phase.RAMP:
                 self.rate.tick(self._clock.now())
                 self._follow()
-            slot = await self.bucket.acquire()
+            if self.shared is None:
+                slot = await self.bucket.acquire()
+            else:
+                slot = await self._shared_turn(self.shared)
             if self.pause.remaining == 0:  # a Retry-After may have come while we waited
                 sent_at = self._clock.now() if slot is None else slot
                 self.rate.sent(sent_at)
                 return sent_at
 
+    async def _shared_turn(self, shared: SharedSchedule) -> float | None:
+        """Our own bucket's slot, then the shared schedule's: each process holds one
+        reservation at a time, so slots go round the processes in turn."""
+        async with self._line:
+            slot = await self.bucket.acquire()
+            start = self._clock.now()
+            delay = await shared.slot()
+            self._follow_shared()
+            if delay <= 0:
+                return slot
+            await self._clock.sleep(delay)
+            return start + delay
+
     def open(self) -> bool:
         """True when a request may leave this instant, with no wait at all: the fast path
         that spares an unlimited run a cancel scope and three awaits per request."""
-        return self.bucket.unlimited and not self.circuit.is_open and self.pause.remaining == 0
+        return (
+            self.bucket.unlimited
+            and not self.circuit.is_open
+            and self.pause.remaining == 0
+            and (self.shared is None or not self.shared.active)
+        )
 
     def hold_all(self, seconds: float) -> bool:
-        """Pause every worker for a Retry-After; True when that lengthened the pause."""
+        """Pause every worker for a Retry-After (and every process sharing the token's
+        schedule); True when that lengthened the pause."""
         longer = seconds > self.pause.remaining
         if longer:
             self.rate.paused(seconds - self.pause.remaining)
         self.pause.pause_for(seconds)
+        if self.shared is not None:
+            self.shared.note_pause(seconds)
         return longer
 
     def observe(
@@ -203,6 +246,15 @@ class Pacer:
             self.rate.paused(seen.holdoff_s - self.pause.remaining)
             self.pause.pause_for(seen.holdoff_s)
         change = seen.change or stated
+        if self.shared is not None:
+            if stated is not None and answer.hint is not None and answer.hint.per_second:
+                self.shared.note_limit(answer.hint.per_second, "server")
+            if change is not None and change.settled and change.new is not None:
+                cap = self.rate.cap
+                # Settling at a ceiling, or a hair under it on a timing 429, says
+                # nothing new of the token's limit.
+                if cap is None or change.new < cap * (1 - LEARNED_UNDER):
+                    self.shared.note_limit(change.new, "learned")
         self._follow()
         circuit = None if answer.throttled else self.circuit.record(answer.fault)
         return PacingEvents(change, circuit, paused, seen.holdoff_s)
@@ -211,6 +263,25 @@ class Pacer:
         """The bucket paces at the rate the adaptive rate chose."""
         if self.bucket.per_second != self.rate.rate:
             self.bucket.set_rate(self.rate.rate)
+
+    def _follow_shared(self) -> None:
+        """The shared schedule's limit is a ceiling for this process's rate too: learned
+        or stated by another, it saves rediscovering it."""
+        shared = self.shared
+        if shared is None or shared.limit is None or shared.limit.per_s == self._shared_per_s:
+            return
+        self._shared_per_s = shared.limit.per_s
+        if shared.limit.per_s != shared.published:
+            # Not what this process learned itself: its own rate knows that better
+            # (the schedule shares it a little under).
+            self.rate.learn_limit(shared.limit.per_s, self._clock.now(), reason="shared")
+            self._follow()
+        log.info(
+            "rate.shared",
+            per_s=_rounded(shared.limit.per_s),
+            how=shared.limit.how,
+            store=shared.description,
+        )
 
 
 def log_pacing(events: PacingEvents, pacer: Pacer) -> None:

@@ -144,8 +144,11 @@ class AdaptiveRate:
 
     # ---- what the answers say ---------------------------------------------------------
 
-    def learn_limit(self, per_second: float, now: float) -> RateChange | None:
-        """A limit the server states in its headers: a ceiling, and the first guess."""
+    def learn_limit(
+        self, per_second: float, now: float, reason: str = "server_headers"
+    ) -> RateChange | None:
+        """A limit the server states in its headers (or the token's shared schedule runs
+        at): a ceiling, and the first guess."""
         if per_second == self._stated:
             return None
         old = self.rate
@@ -158,7 +161,7 @@ class AdaptiveRate:
             self.lo = cap
         if self.phase is Phase.RAMP or self.rate is None or self.rate > cap:
             self._set(cap, Phase.TRY, now)
-        return RateChange(old, self.rate, "server_headers") if self.rate != old else None
+        return RateChange(old, self.rate, reason) if self.rate != old else None
 
     def observe(
         self, now: float, sent_at: float, *, throttled: bool, retry_after: bool = False

@@ -14,6 +14,7 @@ from typing import Final
 
 from .idstore import IdState
 from .ledger import ResumeState, read_records
+from .ratestore import BudgetReport
 
 # The summary names this many in-doubt IDs; the ledger and `in_doubt` count hold the rest.
 SHOWN_IN_DOUBT: Final = 20
@@ -97,6 +98,7 @@ class RunResult:
     dry_run: bool = False
     abort_detail: str | None = None
     waited: bool = False  # rerun --wait followed the reruns to their end
+    budget: BudgetReport | None = None  # the token's rate budget, when a store was open
 
 
 def exit_code(result: RunResult) -> ExitCode:
@@ -155,6 +157,11 @@ def summary(result: RunResult) -> dict[str, object]:
             fields[f"{outcome}_ids"] = ids[:SHOWN_IN_DOUBT]
     if result.abort_detail:
         fields["abort_detail"] = result.abort_detail
+    if (budget := result.budget) is not None:
+        fields["rate_store"] = budget.store
+        fields["rate_budget_shared"] = budget.shared
+        fields["rate_budget_per_s"] = None if budget.per_s is None else round(budget.per_s, 3)
+        fields["rate_budget_source"] = budget.how
     return fields
 
 

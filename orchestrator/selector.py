@@ -23,8 +23,10 @@ import structlog
 from .api import DEFAULT_BASE_URL, Abort, AltostratClient, ExecutionsPage, Failed, Retryable
 from .calls import RetryNote, call_with_retries
 from .pacing import Backoff, Clock, Pacer
+from .ratestore import NO_STORE, StoreSpec
 from .report import ExitCode
 from .selection import Criteria, Fed, Listed, PagingError, Walk, WalkStats, read_page
+from .sharedrate import SharedSchedule, open_shared
 
 log = structlog.get_logger("orchestrator")
 
@@ -42,6 +44,7 @@ class SelectSettings:
     rate: float | None = 1.0  # requests per second; None = no client-side limit
     max_attempts: int = 5
     timeout: float = 30.0
+    rate_store: StoreSpec = NO_STORE
 
 
 @dataclass(frozen=True)
@@ -130,12 +133,16 @@ class Selector:
     """One `orchestrator select` session over an API client."""
 
     def __init__(
-        self, settings: SelectSettings, client: AltostratClient, plumbing: SelectPlumbing
+        self,
+        settings: SelectSettings,
+        client: AltostratClient,
+        plumbing: SelectPlumbing,
+        shared: SharedSchedule | None = None,
     ) -> None:
         self.settings = settings
         self._client = client
         self._plumbing = plumbing
-        self._pacer = Pacer(settings.rate, plumbing.clock)
+        self._pacer = Pacer(settings.rate, plumbing.clock, shared=shared)
         self._workflows: dict[str, WorkflowResult] = {}
         self._printed = 0
         self._requests = 0
@@ -314,6 +321,13 @@ async def run_select(
     )
     # One request at a time: pages of a workflow follow one another by nature.
     connector = aiohttp.TCPConnector(limit=1)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        client = AltostratClient(session, settings.base_url, token, settings.timeout)
-        return await Selector(settings, client, plumbing).run()
+    shared = await open_shared(
+        settings.rate_store, settings.base_url, token, settings.rate, plumbing.clock.now
+    )
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            client = AltostratClient(session, settings.base_url, token, settings.timeout)
+            return await Selector(settings, client, plumbing, shared).run()
+    finally:
+        if shared is not None:
+            await shared.close()

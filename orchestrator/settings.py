@@ -14,6 +14,7 @@ The token is never a field here: settings get logged and printed, the token neve
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import tomllib
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from .api import DEFAULT_BASE_URL
 from .budget import Limit
 from .ledger import FsyncPolicy
 from .rates import format_rate, parse_rate
+from .ratestore import StoreSpec, parse_store_spec
 from .spans import parse_span
 
 TOKEN_ENV: Final = "ALTOSTRAT_TOKEN"  # noqa: S105 - the variable's name, not a secret
@@ -59,6 +61,8 @@ class RerunSettings(BaseSettings):
     concurrency: int = Field(default=8, ge=1, le=1024)
     # Requests per second; None means no client-side limit.
     rate: float | None = Field(default=1.0)
+    # Where the token's rate budget is shared with other processes (see ratestore.py).
+    rate_store: str = "auto"
     max_attempts: int = Field(default=5, ge=1, le=100)
     timeout: float = Field(default=30.0, gt=0, le=3600)
     retry_failed: bool = False
@@ -87,6 +91,21 @@ class RerunSettings(BaseSettings):
     @classmethod
     def _parse_rate(cls, value: object) -> object:
         return parse_rate(value) if isinstance(value, str) else value
+
+    @field_validator("rate_store")
+    @classmethod
+    def _check_rate_store(cls, value: str) -> str:
+        spec = parse_store_spec(value)
+        if spec.kind == "redis" and importlib.util.find_spec("redis") is None:
+            raise ValueError(
+                "a redis:// store needs the optional redis package:"
+                " pip install 'orchestrator[redis]'"
+            )
+        return value.strip()
+
+    @property
+    def store_spec(self) -> StoreSpec:
+        return parse_store_spec(self.rate_store)
 
     @field_validator("max_failures", "max_client_failures", "max_server_failures", mode="before")
     @classmethod
@@ -242,6 +261,8 @@ def describe(settings: RerunSettings) -> dict[str, str]:
         value = getattr(settings, key)
         if key == "rate":
             shown[key] = format_rate(value)
+        elif key == "rate_store":
+            shown[key] = settings.store_spec.describe()
         elif value is None:
             shown[key] = "unset"
         elif isinstance(value, bool):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from orchestrator.commands.rerun import FLAGS
 from orchestrator.engine import Plumbing, run_rerun
-from orchestrator.pacing import Backoff
+from orchestrator.pacing import Backoff, Clock
 from orchestrator.report import RunResult, Snapshot
 from orchestrator.settings import load_settings
 from orchestrator.simulator import RunningSimulator
@@ -50,7 +50,7 @@ async def rerun(
     ledger: Path,
     lines: list[str] | bytes,
     *,
-    clock: FakeClock | None = None,
+    clock: Clock | None = None,
     token: str | None = None,
     backoff: Backoff | None = None,
     monitor: Callable[[Callable[[], Snapshot]], AbstractContextManager[object]] | None = None,

@@ -67,6 +67,7 @@ LAYERS: dict[str, tuple[str, str, object, tuple[object, object, object]]] = {
     ),
     "concurrency": ("2", "3", 4, (2, 3, 4)),
     "rate": ('"1/min"', "2/s", "3/s", (1 / 60, 2.0, 3.0)),
+    "rate_store": ('"none"', "/tmp/budget", "auto", ("none", "/tmp/budget", "auto")),
     "max_attempts": ("2", "3", 4, (2, 3, 4)),
     "timeout": ("1.5", "2.5", 3.5, (1.5, 2.5, 3.5)),
     "retry_failed": ("true", "false", True, (True, False, True)),

@@ -57,6 +57,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--concurrency", type=int, default=S, metavar="N", help="requests in flight at most (8)")
     add("--rate", default=S, metavar="RATE", help="N/s, N/min, N/h or none (60/min)")
+    add(
+        "--rate-store",
+        default=S,
+        metavar="SPEC",
+        help="share the token's rate budget: auto, DIR, redis://HOST:PORT/DB or none (auto)",
+    )
     add("--max-attempts", type=int, default=S, metavar="N", help="attempts per ID in all (5)")
     add("--timeout", type=float, default=S, metavar="SECONDS", help="per-request timeout (30)")
     flag = argparse.BooleanOptionalAction

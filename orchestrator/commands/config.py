@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from ..settings import describe, environ, token_status
+from ..ratestore import fingerprint
+from ..settings import ConfigError, RerunSettings, describe, environ, load_token, token_status
 from ._flags import add_settings_arguments, settings_from
 from ._types import Subcommands
 
@@ -55,6 +56,7 @@ def run_show(args: argparse.Namespace) -> int:
     token, token_origin = token_status(environ(), loaded.settings.token_file)
     rows = [(key, values[key], loaded.origins[key]) for key in values]
     rows.append(("token", token, token_origin))
+    rows.append(("rate_budget_key", *_budget_key(loaded.settings)))
     if args.json:
         shown = {key: {"value": value, "source": origin} for key, value, origin in rows}
         sys.stdout.write(json.dumps(shown, indent=2) + "\n")
@@ -66,3 +68,15 @@ def run_show(args: argparse.Namespace) -> int:
     for key, value, origin in rows:
         sys.stdout.write(f"{key:<{width}}  {value:<{value_width}}  {origin}\n")
     return 0
+
+
+def _budget_key(settings: RerunSettings) -> tuple[str, str]:
+    """The fingerprint that keys the token's shared rate budget, and what it is of: never
+    the token, which it does not reveal (see ratestore.fingerprint)."""
+    if settings.store_spec.kind == "none":
+        return "unused", "rate_store none"
+    try:
+        token = load_token(environ(), settings.token_file)
+    except ConfigError:
+        return "unset", "needs the token"
+    return fingerprint(settings.base_url, token), "fingerprint of the token and base_url"

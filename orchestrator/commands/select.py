@@ -102,6 +102,12 @@ def add_parser(commands: Subcommands) -> None:
     )
     add("--rate", default=S, metavar="RATE", help="N/s, N/min, N/h or none (default 60/min)")
     add(
+        "--rate-store",
+        default=S,
+        metavar="SPEC",
+        help="share the token's rate budget: auto, DIR, redis://HOST:PORT/DB or none (auto)",
+    )
+    add(
         "--max-attempts",
         type=int,
         default=S,
@@ -159,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         as_json=args.as_json,
         base_url=shared.base_url,
         rate=shared.rate,
+        rate_store=shared.store_spec,
         max_attempts=shared.max_attempts,
         timeout=shared.timeout,
     )

@@ -1,0 +1,347 @@
+"""The token's rate budget shared between runs: the local store, through the real pacer,
+engine and simulator, in virtual time. (tests/test_localstore.py tests the store itself
+across real processes; tests/test_redisstore.py the Redis store.)"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import random
+import socket
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import pytest
+from structlog.testing import capture_logs
+
+from orchestrator.commands.rerun import FLAGS
+from orchestrator.localstore import FILE_NAME, LocalStore
+from orchestrator.metrics import render_metrics
+from orchestrator.pacing import Answer, Pacer, RealClock
+from orchestrator.ratestore import (
+    Grant,
+    How,
+    SharedLimit,
+    StoreError,
+    StoreSpec,
+    fingerprint,
+    state_directory,
+)
+from orchestrator.report import ExitCode, exit_code, summary
+from orchestrator.selection import Criteria
+from orchestrator.selector import SelectPlumbing, SelectSettings, run_select
+from orchestrator.settings import ConfigError, load_settings
+from orchestrator.sharedrate import SharedSchedule
+from orchestrator.simulator import RunningSimulator, SimConfig
+from tests.fakeclock import FakeClock
+from tests.redisserver import redis_server, redis_url  # noqa: F401 - fixtures
+from tests.rerunkit import Outcome, make_ids, rerun
+
+
+def _posts(sim: RunningSimulator) -> list[float]:
+    return [e.at for e in sim.state.request_log if e.method == "POST"]
+
+
+def _most_in_a_second(times: list[float]) -> int:
+    times = sorted(times)
+    return max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+
+
+async def test_two_runs_on_one_token_share_the_limit_and_never_exceed_it(tmp_path: Path) -> None:
+    """Each says --rate 10/s against a limit of 10/s with no burst: together they send at
+    10/s, not 20, so no request is refused, and they take turns, so both end together."""
+    config = SimConfig(
+        accept_any=True, rate=10.0, burst=0, rate_limit_headers="none", request_log_limit=10_000
+    )
+    clock = FakeClock(autojump=False)
+    done: dict[str, Outcome] = {}
+    async with RunningSimulator(config, clock=clock.now) as sim, clock.driven():
+
+        async def one(name: str) -> None:
+            # fsync in a thread looks idle to the virtual clock, which would then jump
+            # time past a request about to leave: no fsync here, the bench has them.
+            done[name] = await rerun(
+                sim,
+                tmp_path / f"{name}.jsonl",
+                make_ids(40, name),
+                clock=clock,
+                rate="10/s",
+                fsync="never",
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "a")
+            tg.start_soon(one, "b")
+    posts = [e for e in sim.state.request_log if e.method == "POST"]
+    assert all(exit_code(d.result) == ExitCode.OK for d in done.values())
+    assert Counter(e.status for e in posts) == Counter({202: 80})
+    assert _most_in_a_second([e.at for e in posts]) <= 10
+    span = posts[-1].at - posts[0].at
+    assert 79 / 10.0 / span >= 0.97
+    spans = [
+        max(e.at for e in posts if (e.run_id or "").startswith(f"fl_run_{n}"))
+        - min(e.at for e in posts if (e.run_id or "").startswith(f"fl_run_{n}"))
+        for n in "ab"
+    ]
+    assert max(spans) <= 1.05 * min(spans)
+    for d in done.values():
+        fields = summary(d.result)
+        assert fields["rate_budget_shared"] is True
+        assert fields["rate_budget_per_s"] == 10.0
+        assert fields["rate_budget_source"] == "stated"
+
+
+async def test_a_limit_learned_by_one_run_starts_the_next_there(tmp_path: Path) -> None:
+    """The cron case: the first run finds the limit (no headers to tell it), the second
+    starts at what the first learned instead of finding it again, and meets no 429."""
+    config = SimConfig(
+        accept_any=True,
+        rate=20.0,
+        burst=0,
+        rate_limit_headers="none",
+        retry_after=False,
+        request_log_limit=10_000,
+    )
+    clock = FakeClock(autojump=False)
+    async with RunningSimulator(config, clock=clock.now) as sim, clock.driven():
+        first = await rerun(
+            sim, tmp_path / "first.jsonl", make_ids(200, "a"), clock=clock, fsync="never"
+        )
+        learned = summary(first.result)["rate_budget_per_s"]
+        sent_before = len(_posts(sim))
+        await clock.sleep(5.0)  # the next cron run
+        with capture_logs() as logs:
+            second = await rerun(
+                sim, tmp_path / "second.jsonl", make_ids(60, "b"), clock=clock, fsync="never"
+            )
+    assert summary(first.result)["rate_budget_source"] == "learned"
+    assert isinstance(learned, float)
+    assert 0.9 * 20.0 <= learned <= 20.0
+    assert exit_code(second.result) == ExitCode.OK
+    posts = [e for e in sim.state.request_log if e.method == "POST"][sent_before:]
+    assert [e.status for e in posts] == [202] * 60
+    assert 59 / (posts[-1].at - posts[0].at) >= 0.95 * learned
+    shared = [e for e in logs if e["event"] == "rate.shared"]
+    assert shared[0]["how"] == "learned"
+
+
+async def test_a_retry_after_heard_by_one_process_pauses_the_others(tmp_path: Path) -> None:
+    clock = FakeClock()
+    pacers = []
+    for _ in range(2):
+        store = LocalStore(tmp_path, "key", now=clock.now)
+        shared = SharedSchedule(store, "key", 10.0, clock.now)
+        await shared.start()
+        pacers.append(Pacer(10.0, clock, shared=shared))
+    one, other = pacers
+    await one.turn()
+    await other.turn()
+    heard = clock.now()
+    one.observe(Answer(throttled=True), retry_after=3.0, sent_at=heard)
+    assert one.shared is not None
+    await one.shared.flush()  # what its next turn does first
+    await other.turn()
+    assert clock.now() >= heard + 3.0
+
+
+async def test_a_store_that_cannot_be_opened_warns_once_and_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    clock = FakeClock()
+    async with RunningSimulator(SimConfig(accept_any=True), clock=clock.now) as sim:
+        with capture_logs() as logs:
+            done = await rerun(
+                sim,
+                tmp_path / "ledger.jsonl",
+                make_ids(5),
+                clock=clock,
+                rate="100/s",
+                rate_store=str(blocker / "store"),
+            )
+    assert exit_code(done.result) == ExitCode.OK
+    assert done.result.tally.succeeded == 5
+    warnings = [e for e in logs if e["event"] == "rate_store.unavailable"]
+    assert len(warnings) == 1
+    assert "rate_store" not in summary(done.result)
+
+
+class _Failing:
+    """A store that works `good` times, then fails every call."""
+
+    description = "failing test store"
+
+    def __init__(self, good: int) -> None:
+        self.calls = 0
+        self._good = good
+
+    def _call(self) -> None:
+        self.calls += 1
+        if self.calls > self._good:
+            raise StoreError("disk I/O error")
+
+    async def reserve(self, stated: float | None) -> Grant:
+        self._call()
+        return Grant(0.0, SharedLimit(stated or 1.0, "stated", 0.0), self.calls)
+
+    async def publish(self, per_s: float, how: How) -> None:
+        self._call()
+
+    async def pause(self, seconds: float) -> None:
+        self._call()
+
+    async def peek(self) -> SharedLimit | None:
+        self._call()
+        return None
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_store_failing_mid_run_warns_once_and_paces_alone() -> None:
+    clock = FakeClock()
+    store = _Failing(good=3)
+    shared = SharedSchedule(store, "key", 50.0, clock.now)
+    await shared.start()
+    pacer = Pacer(50.0, clock, shared=shared)
+    with capture_logs() as logs:
+        times = []
+        for _ in range(10):
+            times.append(await pacer.turn())
+    assert [e["event"] for e in logs if e["event"].startswith("rate_store")] == [
+        "rate_store.unavailable"
+    ]
+    assert store.calls == 4  # it is not asked again
+    assert not shared.active
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(g >= 1 / 50 - 1e-9 for g in gaps)  # the process's own rate still holds
+
+
+async def test_an_unlimited_run_that_meets_no_limit_never_touches_the_schedule(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    async with RunningSimulator(SimConfig(accept_any=True), clock=clock.now) as sim:
+        done = await rerun(sim, tmp_path / "ledger.jsonl", make_ids(50), clock=clock)
+    assert exit_code(done.result) == ExitCode.OK
+    assert summary(done.result)["rate_budget_shared"] is False
+    with sqlite3.connect(state_directory() / FILE_NAME) as db:
+        assert db.execute("SELECT count(*) FROM schedules").fetchone() == (0,)
+
+
+async def test_the_store_holds_no_trace_of_the_token(tmp_path: Path) -> None:
+    token = "s3cret-Token-Value-0123456789"
+    clock = FakeClock()
+    config = SimConfig(accept_any=True, token=token)
+    async with RunningSimulator(config, clock=clock.now) as sim:
+        done = await rerun(sim, tmp_path / "ledger.jsonl", make_ids(5), clock=clock, rate="50/s")
+    assert summary(done.result)["rate_budget_shared"] is True
+    directory = state_directory()
+    stored = b"".join(p.read_bytes() for p in directory.iterdir())
+    assert token.encode() not in stored
+    assert token[:8].encode() not in stored
+    assert fingerprint(sim.base_url, token).encode() in stored
+
+
+def test_a_malformed_rate_store_is_a_usage_error() -> None:
+    with pytest.raises(ConfigError, match=r"^invalid --rate-store: 'http://x'"):
+        load_settings({"rate_store": "http://x"}, FLAGS)
+
+
+def test_a_redis_store_without_the_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util  # noqa: PLC0415 - patched just here
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "redis" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match=r"pip install 'orchestrator\[redis\]'"):
+        load_settings({"rate_store": "redis://127.0.0.1:6379/0"}, FLAGS)
+
+
+def test_metrics_say_whether_the_budget_was_shared_and_at_what_rate() -> None:
+    fields = {"rate_store": "sqlite x", "rate_budget_shared": True, "rate_budget_per_s": 2.5}
+    text = render_metrics(fields, 0, 1000.0, None)
+    assert "orchestrator_rate_budget_shared 1\n" in text
+    assert "orchestrator_rate_budget_requests_per_second 2.5\n" in text
+    alone = render_metrics({}, 0, 1000.0, None)
+    assert "rate_budget" not in alone
+
+
+async def test_two_runs_share_the_limit_through_redis(
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811 - the fixture
+) -> None:
+    """The Redis store's schedule runs on the server's clock, so this one runs in real
+    time: two runs of 15 IDs at 20/s each, against a limit of 20/s, together at 20/s."""
+    config = SimConfig(
+        accept_any=True, rate=20.0, burst=3, rate_limit_headers="none", request_log_limit=1000
+    )
+    done: dict[str, Outcome] = {}
+    async with RunningSimulator(config) as sim:
+
+        async def one(name: str) -> None:
+            done[name] = await rerun(
+                sim,
+                tmp_path / f"{name}.jsonl",
+                make_ids(15, name),
+                clock=RealClock(),
+                rate="20/s",
+                rate_store=redis_url,
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "a")
+            tg.start_soon(one, "b")
+    posts = [e for e in sim.state.request_log if e.method == "POST"]
+    assert Counter(e.status for e in posts) == Counter({202: 30})
+    assert _most_in_a_second([e.at for e in posts]) <= 20 + 3
+    for d in done.values():
+        fields = summary(d.result)
+        assert fields["rate_store"] == f"redis {redis_url}"
+        assert fields["rate_budget_shared"] is True
+
+
+async def test_an_unreachable_redis_warns_once_and_the_run_goes_on(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    clock = FakeClock()
+    async with RunningSimulator(SimConfig(accept_any=True), clock=clock.now) as sim:
+        with capture_logs() as logs:
+            done = await rerun(
+                sim,
+                tmp_path / "ledger.jsonl",
+                make_ids(5),
+                clock=clock,
+                rate="100/s",
+                rate_store=f"redis://user:pw-s3cret@127.0.0.1:{port}/0",
+            )
+    assert exit_code(done.result) == ExitCode.OK
+    warnings = [e for e in logs if e["event"] == "rate_store.unavailable"]
+    assert len(warnings) == 1
+    assert "pw-s3cret" not in repr(warnings)
+
+
+async def test_select_pages_take_their_slots_from_the_shared_schedule(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with RunningSimulator(SimConfig(runs=60, per_page=10), clock=clock.now) as sim:
+        settings = SelectSettings(
+            workflows=(sim.state.workflow_ids[0],),
+            criteria=Criteria(),
+            base_url=sim.base_url,
+            rate=5.0,
+            rate_store=StoreSpec("local", directory=tmp_path),
+        )
+        plumbing = SelectPlumbing(clock=clock, rng=random.Random(0), stdout=io.StringIO())
+        result = await run_select(settings, sim.config.token, plumbing)
+    pages = [e for e in sim.state.request_log if e.method == "GET"]
+    assert result.requests == len(pages) > 1
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:
+        assert db.execute("SELECT count, limit_how FROM schedules").fetchone() == (
+            len(pages),
+            "stated",
+        )
