@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .rates import format_rate
+
 REDACTED: Final = "[redacted]"
 LEVELS: Final = ("debug", "info", "warning", "error")
 
@@ -181,12 +183,23 @@ def summary_table(fields: Mapping[str, object], title: str) -> Table:
         if key in fields:
             value = fields[key]
             table.add_row(label, "", _pairs(value) if isinstance(value, dict) else str(value))
+    if "rate_store" in fields:
+        table.add_row("rate budget", "", _budget(fields))
     if fields.get("abort_detail"):
         table.add_row("stopped", "", Text(str(fields["abort_detail"]), style="red"))
     table.add_row("ledger", "", str(fields.get("ledger", "")))
     if fields.get("retry_command"):
         table.add_row("retry failed", "", Text(str(fields["retry_command"]), style="cyan"))
     return table
+
+
+def _budget(fields: Mapping[str, object]) -> str:
+    """How the token's rate budget went: shared at what rate, or this process's own."""
+    store = fields["rate_store"]
+    per_s = fields.get("rate_budget_per_s")
+    if fields.get("rate_budget_shared") is not True or not isinstance(per_s, int | float):
+        return f"not used: no limit was known (store {store})"
+    return f"shared at {format_rate(per_s, digits=3)} ({fields.get('rate_budget_source')}), {store}"
 
 
 def print_summary(fields: Mapping[str, object], title: str, stream: TextIO) -> None:

@@ -30,6 +30,9 @@ MAX_RETRY_AFTER_S: Final = 300.0
 # A rate settled this far under the ceiling is a limit learned, worth sharing.
 LEARNED_UNDER: Final = 0.05
 
+# ... and bracketed by at least this many 429s.
+LEARNED_THROTTLES: Final = 2
+
 # How late a sleep may wake (epoll rounds timeouts up to the millisecond) and still be
 # taken as on time by the bucket.
 LATE_S: Final = 0.005
@@ -165,6 +168,7 @@ class Pacer:
         self.circuit = Circuit(circuit_threshold, clock)
         self.shared = shared
         self._shared_per_s: float | None = None  # the shared limit the rate was told of
+        self._throttled = 0  # 429s since the last limit this process published
         self._line = anyio.Lock()  # one reservation in the shared schedule at a time
         self._follow_shared()
 
@@ -249,12 +253,15 @@ class Pacer:
         if self.shared is not None:
             if stated is not None and answer.hint is not None and answer.hint.per_second:
                 self.shared.note_limit(answer.hint.per_second, "server")
+            self._throttled += answer.throttled
             if change is not None and change.settled and change.new is not None:
                 cap = self.rate.cap
                 # Settling at a ceiling, or a hair under it on a timing 429, says
-                # nothing new of the token's limit.
-                if cap is None or change.new < cap * (1 - LEARNED_UNDER):
+                # nothing new of the token's limit; nor does settling with no 429s.
+                under = cap is None or change.new < cap * (1 - LEARNED_UNDER)
+                if under and self._throttled >= LEARNED_THROTTLES:
                     self.shared.note_limit(change.new, "learned")
+                    self._throttled = 0
         self._follow()
         circuit = None if answer.throttled else self.circuit.record(answer.fault)
         return PacingEvents(change, circuit, paused, seen.holdoff_s)

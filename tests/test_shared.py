@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import random
 import socket
 import sqlite3
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -345,3 +347,47 @@ async def test_select_pages_take_their_slots_from_the_shared_schedule(tmp_path: 
             len(pages),
             "stated",
         )
+
+
+@pytest.mark.parametrize("store", ["none", "auto"])
+async def test_select_honours_rate_store_on_the_command_line(tmp_path: Path, store: str) -> None:
+    state = tmp_path / "state"
+    async with RunningSimulator(SimConfig(runs=30, per_page=10)) as sim:
+        workflow = sim.state.workflow_ids[0]
+        env = {**os.environ, "XDG_STATE_HOME": str(state), "ALTOSTRAT_TOKEN": sim.config.token}
+        done = await anyio.run_process(
+            [
+                *(sys.executable, "-m", "orchestrator", "select", "--workflow", workflow),
+                *("--base-url", sim.base_url, "--rate", "50/s", "--rate-store", store),
+            ],
+            env=env,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    database = state / "orchestrator" / FILE_NAME
+    if store == "none":
+        assert not database.exists()
+    else:
+        with sqlite3.connect(database) as db:
+            assert db.execute("SELECT count FROM schedules").fetchone()[0] > 0
+
+
+async def test_settling_at_the_ceiling_with_no_429_publishes_nothing(tmp_path: Path) -> None:
+    """A stated rate that the server takes whole says nothing new of the token's limit:
+    it stays a stated one, which lapses when the process stops stating it."""
+    clock = FakeClock()
+    store = LocalStore(tmp_path, "key", now=clock.now)
+    shared = SharedSchedule(store, "key", 10.0, clock.now)
+    await shared.start()
+    pacer = Pacer(10.0, clock, shared=shared)
+    settled = False
+    for _ in range(100):
+        sent_at = await pacer.turn()
+        events = pacer.observe(Answer(), sent_at=sent_at)
+        settled |= events.rate is not None and events.rate.settled
+        await shared.flush()
+    assert pacer.rate.settled or settled
+    assert shared.published is None
+    limit = await store.peek()
+    assert limit is not None
+    assert (limit.per_s, limit.how) == (10.0, "stated")

@@ -44,6 +44,7 @@ examples:
 FLAGS = {
     "base_url": "--base-url",
     "rate": "--rate",
+    "rate_store": "--rate-store",
     "max_attempts": "--max-attempts",
     "timeout": "--timeout",
 }
