@@ -245,6 +245,15 @@ class BudgetReport:
     per_s: float | None  # the limit the schedule ran at last
     how: How | None
 
+    def fields(self) -> dict[str, object]:
+        """As the summary's flat fields."""
+        return {
+            "rate_store": self.store,
+            "rate_budget_shared": self.shared,
+            "rate_budget_per_s": None if self.per_s is None else round(self.per_s, 3),
+            "rate_budget_source": self.how,
+        }
+
 
 class StoreError(Exception):
     """The store cannot be reached or written; the message is fit for a log line and

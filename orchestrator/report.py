@@ -157,11 +157,8 @@ def summary(result: RunResult) -> dict[str, object]:
             fields[f"{outcome}_ids"] = ids[:SHOWN_IN_DOUBT]
     if result.abort_detail:
         fields["abort_detail"] = result.abort_detail
-    if (budget := result.budget) is not None:
-        fields["rate_store"] = budget.store
-        fields["rate_budget_shared"] = budget.shared
-        fields["rate_budget_per_s"] = None if budget.per_s is None else round(budget.per_s, 3)
-        fields["rate_budget_source"] = budget.how
+    if result.budget is not None:
+        fields.update(result.budget.fields())
     return fields
 
 

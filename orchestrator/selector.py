@@ -23,7 +23,7 @@ import structlog
 from .api import DEFAULT_BASE_URL, Abort, AltostratClient, ExecutionsPage, Failed, Retryable
 from .calls import RetryNote, call_with_retries
 from .pacing import Backoff, Clock, Pacer
-from .ratestore import NO_STORE, StoreSpec
+from .ratestore import NO_STORE, BudgetReport, StoreSpec
 from .report import ExitCode
 from .selection import Criteria, Fed, Listed, PagingError, Walk, WalkStats, read_page
 from .sharedrate import SharedSchedule, open_shared
@@ -80,6 +80,7 @@ class SelectResult:
     by_status: Counter[str]
     elapsed_s: float
     abort_detail: str | None = None
+    budget: BudgetReport | None = None  # the token's rate budget, when a store was open
 
 
 def exit_code(result: SelectResult) -> ExitCode:
@@ -117,6 +118,8 @@ def summary(result: SelectResult) -> dict[str, object]:
     }
     if result.abort_detail:
         fields["abort_detail"] = result.abort_detail
+    if result.budget is not None:
+        fields.update(result.budget.fields())
     return fields
 
 
@@ -168,6 +171,7 @@ class Selector:
             by_status=self._by_status,
             elapsed_s=clock.now() - started,
             abort_detail=self._abort_detail,
+            budget=None if self._pacer.shared is None else self._pacer.shared.report(),
         )
 
     async def _walk(self, workflow_id: str) -> SelectOutcome | None:

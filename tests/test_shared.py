@@ -34,6 +34,7 @@ from orchestrator.ratestore import (
 from orchestrator.report import ExitCode, exit_code, summary
 from orchestrator.selection import Criteria
 from orchestrator.selector import SelectPlumbing, SelectSettings, run_select
+from orchestrator.selector import summary as select_summary
 from orchestrator.settings import ConfigError, load_settings
 from orchestrator.sharedrate import SharedSchedule
 from orchestrator.simulator import RunningSimulator, SimConfig
@@ -342,6 +343,8 @@ async def test_select_pages_take_their_slots_from_the_shared_schedule(tmp_path: 
         result = await run_select(settings, sim.config.token, plumbing)
     pages = [e for e in sim.state.request_log if e.method == "GET"]
     assert result.requests == len(pages) > 1
+    fields = select_summary(result)
+    assert (fields["rate_budget_shared"], fields["rate_budget_per_s"]) == (True, 5.0)
     with sqlite3.connect(tmp_path / FILE_NAME) as db:
         assert db.execute("SELECT count, limit_how FROM schedules").fetchone() == (
             len(pages),
