@@ -254,17 +254,30 @@ class Pacer:
             if stated is not None and answer.hint is not None and answer.hint.per_second:
                 self.shared.note_limit(answer.hint.per_second, "server")
             self._throttled += answer.throttled
-            if change is not None and change.settled and change.new is not None:
-                cap = self.rate.cap
-                # Settling at a ceiling, or a hair under it on a timing 429, says
-                # nothing new of the token's limit; nor does settling with no 429s.
-                under = cap is None or change.new < cap * (1 - LEARNED_UNDER)
-                if under and self._throttled >= LEARNED_THROTTLES:
-                    self.shared.note_limit(change.new, "learned")
-                    self._throttled = 0
+            if (learned := self._learned(change)) is not None:
+                self.shared.note_limit(learned, "learned")
+                self._throttled = 0
         self._follow()
         circuit = None if answer.throttled else self.circuit.record(answer.fault)
         return PacingEvents(change, circuit, paused, seen.holdoff_s)
+
+    def _learned(self, change: RateChange | None) -> float | None:
+        """The token's limit this change found, to publish: 429s bracket it, and it
+        settled under this process's ceiling (settling at it, or a hair under it on a
+        timing 429, says nothing new), or held under a learned limit that proved too
+        high."""
+        if change is None or (new := change.new) is None or self._throttled < LEARNED_THROTTLES:
+            return None
+        if change.settled:
+            cap = self.rate.cap
+            return new if cap is None or new < cap * (1 - LEARNED_UNDER) else None
+        shared = None if self.shared is None else self.shared.limit
+        too_high = (
+            shared is not None
+            and shared.how == "learned"
+            and new < shared.per_s * (1 - LEARNED_UNDER)
+        )
+        return new if change.reason == "trim" and too_high else None
 
     def _follow(self) -> None:
         """The bucket paces at the rate the adaptive rate chose."""

@@ -394,3 +394,30 @@ async def test_settling_at_the_ceiling_with_no_429_publishes_nothing(tmp_path: P
     limit = await store.peek()
     assert limit is not None
     assert (limit.per_s, limit.how) == (10.0, "stated")
+
+
+async def test_a_learned_limit_that_proves_too_high_is_replaced(tmp_path: Path) -> None:
+    """A run that starts at a learned 13/s against a limit of 10/s meets 429s there, and
+    publishes the lower limit it holds at for the next run."""
+    config = SimConfig(
+        accept_any=True,
+        rate=10.0,
+        burst=5,
+        rate_limit_headers="none",
+        retry_after=False,
+        request_log_limit=10_000,
+    )
+    clock = FakeClock(autojump=False)
+    async with RunningSimulator(config, clock=clock.now) as sim, clock.driven():
+        key = fingerprint(sim.base_url, sim.config.token)
+        seeded = LocalStore(state_directory(), key, now=clock.now)
+        await seeded.publish(13.0, "learned")
+        done = await rerun(
+            sim, tmp_path / "ledger.jsonl", make_ids(250), clock=clock, fsync="never"
+        )
+        limit = await seeded.peek()
+        await seeded.close()
+    assert exit_code(done.result) == ExitCode.OK
+    assert limit is not None
+    assert limit.how == "learned"
+    assert 0.85 * 10.0 <= limit.per_s <= 10.3
