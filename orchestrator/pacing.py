@@ -264,17 +264,18 @@ class Pacer:
     def _learned(self, change: RateChange | None) -> float | None:
         """The token's limit this change found, to publish: 429s bracket it, and it
         settled under this process's ceiling (settling at it, or a hair under it on a
-        timing 429, says nothing new), or held under a learned limit that proved too
-        high."""
+        timing 429, says nothing new), or held under a limit that another run learned
+        and that proved too high (its own, this run's settling corrects)."""
         if change is None or (new := change.new) is None or self._throttled < LEARNED_THROTTLES:
             return None
         if change.settled:
             cap = self.rate.cap
             return new if cap is None or new < cap * (1 - LEARNED_UNDER) else None
-        shared = None if self.shared is None else self.shared.limit
+        if self.shared is None or (shared := self.shared.limit) is None:
+            return None
         too_high = (
-            shared is not None
-            and shared.how == "learned"
+            shared.how == "learned"
+            and shared.per_s != self.shared.published
             and new < shared.per_s * (1 - LEARNED_UNDER)
         )
         return new if change.reason == "trim" and too_high else None
