@@ -8,7 +8,11 @@ logging), the bare aiohttp loop (`benchmarks.bare_client`) and `xargs -P 64 curl
 and CPU are the kernel's account of each child (`os.wait4`); the servers' CPU is read from
 /proc, to tell when the server rather than the client is what limits a figure.
 
-Sections (each can be picked with --only): throughput, curl, memory, resume, ratelimit.
+Sections (each can be picked with --only): throughput, curl, memory, resume, ratelimit,
+shared (the token's rate budget shared by several processes: `benchmarks.shared`).
+
+Every orchestrator process gets an XDG_STATE_HOME under the work directory, so that the
+default `--rate-store auto` neither reads a limit left in ~/.local/state nor leaves one.
 """
 
 from __future__ import annotations
@@ -36,15 +40,16 @@ from pathlib import Path
 from typing import Final, NoReturn
 from urllib.parse import urlsplit
 
-from benchmarks import ratelimit
+from benchmarks import ratelimit, shared
 from benchmarks.procs import Finished, Server, child_env, run_measured
 from benchmarks.ratelimit import SLOW_PER_FAST
 from benchmarks.ratematrix import Row, matrix, pick
 from benchmarks.servers import TOKEN
+from benchmarks.shared import COST_RESERVE, COST_THROUGHPUT, ThroughputRun, shared_rows, wanted
 from benchmarks.table import Report, progress, verdict
 from benchmarks.workload import write_ids, write_ledger
 
-SECTIONS: Final = ("throughput", "curl", "memory", "resume", "ratelimit")
+SECTIONS: Final = ("throughput", "curl", "memory", "resume", "ratelimit", "shared")
 # A server using this share of one core or more is taken to be what limits the figure.
 SATURATED: Final = 0.85
 # The issue's targets.
@@ -68,6 +73,8 @@ class Options:
     ledger_lines: int
     rate_rows: tuple[Row, ...]
     rate_parallel: int
+    shared_patterns: tuple[str, ...]
+    shared_parallel: int
     sections: tuple[str, ...]
     work: Path
 
@@ -116,18 +123,30 @@ def _count(value: object) -> int:
 
 
 def orchestrator(
-    opts: Options, ids: Path, base_url: str, *extra: str, timeout_s: float = 240
+    opts: Options,
+    ids: Path,
+    base_url: str,
+    *extra: str,
+    timeout_s: float = 240,
+    state_home: Path | None = None,
 ) -> Measured:
-    """`orchestrator rerun` as an operator runs it; a fresh ledger, removed afterwards."""
+    """`orchestrator rerun` as an operator runs it; a fresh ledger, removed afterwards, and
+    a fresh XDG_STATE_HOME (removed too, unless it is `state_home`)."""
     ledger = opts.work / "ledger.jsonl"
     ledger.unlink(missing_ok=True)
+    state = opts.work / "state" if state_home is None else state_home
+    if state_home is None:
+        shutil.rmtree(state, ignore_errors=True)
     stderr = opts.work / "orchestrator.stderr"
     count = sum(1 for _ in ids.open("rb"))
     argv = [sys.executable, "-m", "orchestrator", "rerun", str(ids), "--base-url", base_url]
     argv += ["--ledger", str(ledger), "--concurrency", str(opts.concurrency), *extra]
+    env = child_env(opts.token, state_home=state)
     with stderr.open("wb") as err:
-        done = run_measured(argv, env=child_env(opts.token), stderr=err, timeout_s=timeout_s)
+        done = run_measured(argv, env=env, stderr=err, timeout_s=timeout_s)
     ledger.unlink(missing_ok=True)
+    if state_home is None:
+        shutil.rmtree(state, ignore_errors=True)
     summary = _summary(stderr)
     succeeded = _count(summary.get("succeeded"))
     return Measured(done, count, done.code == 0 and succeeded == count, summary=summary)
@@ -313,7 +332,7 @@ def memory(opts: Options, report: Report) -> None:
     ids = write_ids(opts.work / "dry-ids.txt", opts.dry_run_ids, 77)
     argv = [sys.executable, "-m", "orchestrator", "rerun", str(ids), "--dry-run"]
     argv += ["--ledger", str(opts.work / "absent.jsonl")]
-    dry = run_measured(argv, env=child_env(), timeout_s=240)
+    dry = run_measured(argv, env=child_env(state_home=opts.work / "state"), timeout_s=240)
     progress(f"memory: dry run {dry.peak_rss_mb:.0f} MB, {dry.wall_s:.1f} s")
     rows.append(
         [
@@ -365,7 +384,8 @@ def resume(opts: Options, report: Report) -> None:
         (f"{opts.ledger_lines:,}-line ledger ({held:,} IDs)", ledger),
     ):
         argv = [sys.executable, "-m", "orchestrator", "rerun", str(empty), "--dry-run"]
-        done = run_measured([*argv, "--ledger", str(path)], env=child_env(), timeout_s=120)
+        env = child_env(state_home=opts.work / "state")
+        done = run_measured([*argv, "--ledger", str(path)], env=env, timeout_s=120)
         progress(f"resume: {label}: {done.peak_rss_mb:.0f} MB, {done.wall_s:.1f} s")
         judged = ""
         if path == ledger:
@@ -384,6 +404,26 @@ def resume(opts: Options, report: Report) -> None:
         ["ledger", "peak MB", "wall s", f"≤ {RESUME_RSS_MB} MB, ≤ {RESUME_S:.0f} s"],
         rows,
     )
+
+
+def store_throughput(opts: Options, store: str, state_home: Path) -> ThroughputRun:
+    """One run of the throughput section's orchestrator client (the static server, or
+    --base-url), `--rate none` and this `--rate-store`, for the shared section."""
+    ids = write_ids(opts.work / "ids.txt", opts.ids, 9000)
+    with target(opts, "static") as (base_url, server):
+        run = functools.partial(
+            orchestrator,
+            opts,
+            ids,
+            base_url,
+            "--rate",
+            "none",
+            "--rate-store",
+            store,
+            state_home=state_home,
+        )
+        measured = on_server(server, run)
+    return ThroughputRun(measured.per_s, measured.cpu_us, measured.complete)
 
 
 # ---- the run ------------------------------------------------------------------------------
@@ -492,6 +532,23 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, str]:
         help=f"ratelimit: rows at 10 r/s or more run N at once, slower ones {SLOW_PER_FAST}N",
     )
     add(
+        "--shared-rows",
+        nargs="+",
+        type=_pattern,
+        default=[],
+        metavar="PATTERN",
+        help="shared: only the rows whose label matches one of these regular expressions"
+        f" (e.g. '^redis' or '^cron'); '{COST_RESERVE}' and '{COST_THROUGHPUT}' name the"
+        " cost measurements, which run only when picked or when no pattern is given",
+    )
+    add(
+        "--shared-parallel",
+        type=_positive,
+        default=2,
+        metavar="N",
+        help="shared: rows run N at once",
+    )
+    add(
         "--only",
         nargs="+",
         choices=SECTIONS,
@@ -504,6 +561,9 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, str]:
     args.rate_rows = pick(matrix(), args.rate_rows)
     if not args.rate_rows:
         parser.error("no ratelimit row matches --rate-rows")
+    shared_names = [r.label for r in shared_rows("redis://127.0.0.1:6379/0")]
+    if not any(wanted(n, args.shared_rows) for n in [*shared_names, COST_RESERVE, COST_THROUGHPUT]):
+        parser.error("no shared row matches --shared-rows")
     token = TOKEN
     if args.base_url is not None:
         token = os.environ.get("ALTOSTRAT_TOKEN", "").strip()
@@ -529,6 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ledger_lines=args.ledger_lines,
         rate_rows=tuple(args.rate_rows),
         rate_parallel=args.rate_parallel,
+        shared_patterns=tuple(args.shared_rows),
+        shared_parallel=args.shared_parallel,
         sections=tuple(args.only),
         work=work,
     )
@@ -551,6 +613,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             resume(opts, report)
         if "ratelimit" in opts.sections:
             ratelimit.section(report, work, opts.rate_rows, opts.rate_parallel)
+        if "shared" in opts.sections:
+            shared.section(
+                report,
+                work,
+                opts.shared_patterns,
+                opts.shared_parallel,
+                throughput=functools.partial(store_throughput, opts),
+                runs=opts.runs,
+            )
     except KeyboardInterrupt:
         progress("interrupted")
         return 130

@@ -1,4 +1,5 @@
-"""Child processes, measured: wall time, CPU time, peak RSS; and servers we start and stop.
+"""Child processes, measured: wall time, CPU time, peak RSS; and servers we start and stop
+(ours, and a redis-server for the shared rate budget's rows).
 
 Peak RSS and CPU come from `os.wait4`, the kernel's own account of that one child, so a
 figure never mixes two processes (as `RUSAGE_CHILDREN` would, summed over every child).
@@ -7,7 +8,9 @@ figure never mixes two processes (as `RUSAGE_CHILDREN` would, summed over every 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -40,10 +43,13 @@ class Finished:
 _NOT_AN_OPERATORS: Final = ("PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE")
 
 
-def child_env(token: str | None = None) -> dict[str, str]:
+def child_env(token: str | None = None, *, state_home: Path | None = None) -> dict[str, str]:
     """This environment as an operator's shell has it, plus the token.
 
-    No ALTOSTRAT_ or ORCHESTRATOR_ setting leaks in from the caller."""
+    No ALTOSTRAT_ or ORCHESTRATOR_ setting leaks in from the caller. `state_home` becomes
+    XDG_STATE_HOME, where `--rate-store auto` keeps the token's shared rate budget: a
+    directory of the bench's own, so that no run reads a limit another one (or the
+    operator's own runs) left in ~/.local/state, nor leaves one there."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -51,6 +57,8 @@ def child_env(token: str | None = None) -> dict[str, str]:
     }
     if token is not None:
         env["ALTOSTRAT_TOKEN"] = token
+    if state_home is not None:
+        env["XDG_STATE_HOME"] = str(state_home)
     return env
 
 
@@ -152,3 +160,90 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class RedisServer:
+    """A redis-server of our own on a free loopback port, writing nothing to disk (no RDB
+    snapshot, no append-only file), up between `start` and `stop`."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @staticmethod
+    def available() -> str | None:
+        """Why no server can be started here, or None when one can."""
+        if shutil.which("redis-server") is None:
+            return "redis-server is not on PATH"
+        try:
+            import redis  # noqa: F401, PLC0415 - the orchestrator's optional extra
+        except ImportError:
+            return "the redis package is not installed (pip install 'orchestrator[redis]')"
+        return None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> Self:
+        program = shutil.which("redis-server")
+        if program is None:
+            raise RuntimeError("redis-server is not on PATH")
+        self._directory.mkdir(parents=True, exist_ok=True)
+        # A free port can be taken between finding it and binding it: try again.
+        for _ in range(3):
+            self.port = _free_port()
+            argv = [program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            argv += ["--appendonly", "no", "--dir", str(self._directory), "--daemonize", "no"]
+            with (self._directory / "redis.log").open("ab") as log:
+                self._process = subprocess.Popen(  # noqa: S603
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                )
+            if self._wait_until_up():
+                return self
+            self.stop()
+        raise RuntimeError(f"redis-server did not start; see {self._directory / 'redis.log'}")
+
+    def _wait_until_up(self) -> bool:
+        assert self._process is not None
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while time.monotonic() < deadline and self._process.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                    conn.sendall(b"*1\r\n$4\r\nPING\r\n")
+                    if conn.recv(64).startswith(b"+PONG"):
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -2,7 +2,9 @@
 
 Each row gets a simulator of its own (`benchmarks.servers sim` with the row's limiter) and
 its `orchestrator rerun` processes, each with its own IDs and ledger, at the client's
-default concurrency. When they end (or are killed at the row's timeout) the simulator's
+default concurrency, with the row's `--rate-store` (none for this matrix) and an
+XDG_STATE_HOME of its own under the row's work directory (one for all of them when the row
+shares it). When they end (or are killed at the row's timeout) the simulator's
 request log (`/_sim/requests`) gives what the server saw: the span from the first rerun
 request to the last, the 429s, the IDs accepted, each process's span by its run IDs, and
 how soon the client got back to the limit after background load stopped.
@@ -28,7 +30,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from benchmarks.procs import Finished, Server, child_env, run_measured
 from benchmarks.ratematrix import KINDS, Kind, Outcome, Row, efficiency, misses
@@ -58,6 +60,7 @@ class Result:
     background: dict[str, Any] | None  # the simulator's account of the background client
     recovery_s: float | None
     server_cpu: float  # share of one core, over the clients' run
+    summaries: tuple[dict[str, Any], ...] = ()  # each client's --summary-json, {} if none
 
     @property
     def timed_out(self) -> bool:
@@ -134,48 +137,100 @@ class Runner:
                         child.kill()
 
 
+def state_home(row: Row, work: Path, name: str) -> Path:
+    """The XDG_STATE_HOME of client `name`: the row's one, or a fresh one of its own."""
+    return work / ("state" if row.shared_state else f"state-{name}")
+
+
+def summary_path(work: Path, name: str) -> Path:
+    return work / f"summary-{name}.json"
+
+
+def run_client(
+    row: Row,
+    work: Path,
+    name: str,
+    ids: Path,
+    *,
+    base_url: str,
+    runner: Runner,
+    timeout_s: float | None = None,
+) -> Finished:
+    """One `orchestrator rerun` of the row: its flags, the row's --rate-store, its own
+    ledger, stderr and summary file named by `name`, and its XDG_STATE_HOME."""
+    argv = [sys.executable, "-m", "orchestrator", "rerun", str(ids), "--base-url", base_url]
+    argv += ["--ledger", str(work / f"ledger-{name}.jsonl"), "--rate-store", row.store]
+    argv += ["--summary-json", str(summary_path(work, name)), *row.client]
+    with (work / f"client-{name}.stderr").open("wb") as err:
+        return run_measured(
+            argv,
+            env=child_env(TOKEN, state_home=state_home(row, work, name)),
+            stderr=err,
+            timeout_s=row.timeout_s if timeout_s is None else timeout_s,
+            on_start=runner.started,
+        )
+
+
+def read_summary(work: Path, name: str) -> dict[str, Any]:
+    """Client `name`'s --summary-json, or {} when it wrote none (killed, or failed early)."""
+    try:
+        summary = json.loads(summary_path(work, name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def read_log(server: Server, work: Path) -> tuple[list[Arrival], dict[str, Any]]:
+    """The rerun requests the simulator saw, and its stats; the whole log is kept in the
+    row's work directory too (requests.json: see --keep)."""
+    log = _get_json(f"{server.base_url}/_sim/requests")
+    stats = _get_json(f"{server.base_url}/_sim/stats")
+    (work / "requests.json").write_text(json.dumps(log, separators=(",", ":")))
+    return reruns(log), stats
+
+
+def row_server(row: Row, work: Path) -> Server:
+    """The row's simulator, with a request log long enough for all of the row."""
+    server_args = (*row.server, "--request-log", str(REQUEST_LOG))
+    return Server("sim", *server_args, log=work / "server.log")
+
+
+def id_files(row: Row, work: Path) -> list[Path]:
+    """Each process's IDs: distinct, and the same for a row from run to run."""
+    seed = zlib.crc32(row.label.encode())
+    return [write_ids(work / f"ids-{n}.txt", row.ids, seed + n) for n in range(row.procs)]
+
+
 def run_row(row: Row, work: Path, runner: Runner) -> Result:
     """Run one row: its simulator, its clients to their end or timeout, then read the log."""
     work.mkdir(parents=True, exist_ok=True)
-    seed = zlib.crc32(row.label.encode())
-    id_files = [write_ids(work / f"ids-{n}.txt", row.ids, seed + n) for n in range(row.procs)]
-    server_args = (*row.server, "--request-log", str(REQUEST_LOG))
+    files = id_files(row, work)
     runner.wait_turn()
-    with Server("sim", *server_args, log=work / "server.log") as server:
+    with row_server(row, work) as server:
         cpu_before, started = server.cpu_s(), time.monotonic()
 
         def client(n: int) -> Finished:
-            argv = [sys.executable, "-m", "orchestrator", "rerun", str(id_files[n])]
-            argv += ["--base-url", server.base_url, "--ledger", str(work / f"ledger-{n}.jsonl")]
-            with (work / f"client-{n}.stderr").open("wb") as err:
-                return run_measured(
-                    [*argv, *row.client],
-                    env=child_env(TOKEN),
-                    stderr=err,
-                    timeout_s=row.timeout_s,
-                    on_start=runner.started,
-                )
+            return run_client(row, work, str(n), files[n], base_url=server.base_url, runner=runner)
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=row.procs) as pool:
             clients = tuple(pool.map(client, range(row.procs)))
         ended = time.monotonic()
         cpu = (server.cpu_s() - cpu_before) / max(ended - started, 1e-9)
-        log = _get_json(f"{server.base_url}/_sim/requests")
-        stats = _get_json(f"{server.base_url}/_sim/stats")
-    arrivals = reruns(log)
+        arrivals, stats = read_log(server, work)
     background = stats.get("background")
     return Result(
         row=row,
         all=seen(arrivals),
         procs=tuple(
             seen(arrivals, set(path.read_text().split()))
-            for path in (id_files if row.procs > 1 else [])
+            for path in (files if row.procs > 1 else [])
         ),
         ended_at=ended,
         clients=clients,
         background=background,
         recovery_s=_recovery(row, arrivals, background),
         server_cpu=cpu,
+        summaries=tuple(read_summary(work, str(n)) for n in range(row.procs)),
     )
 
 
@@ -238,9 +293,13 @@ class CpuSampler:
             self._thread.join()
 
 
-def _run_or_error(row: Row, work: Path, runner: Runner) -> Result | RowError:
+T = TypeVar("T")
+RunOne = Callable[[Row, Path, Runner], T]
+
+
+def _run_or_error(run: RunOne[T], row: Row, work: Path, runner: Runner) -> T | RowError:
     try:
-        return run_row(row, work, runner)
+        return run(row, work, runner)
     except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
         return RowError(row, f"{type(exc).__name__}: {exc}")
 
@@ -249,23 +308,27 @@ def run_rows(
     rows: Sequence[Row],
     work: Path,
     parallel: int,
-    on_result: Callable[[Result | RowError], None],
-) -> list[Result | RowError]:
-    """Every row, `parallel` fast ones and `SLOW_PER_FAST` times as many slow ones at once,
-    the longest first in each pool so the pools end together."""
+    on_result: Callable[[T | RowError], None],
+    run: RunOne[T],
+) -> list[T | RowError]:
+    """Every row, through `run` (`run_row`, or another section's), `parallel` fast ones
+    and `SLOW_PER_FAST` times as many slow ones at once, the longest first in each pool so
+    the pools end together; the results in the order of `rows`."""
     runner = Runner(START_SPACING_S)
-    results: list[Result | RowError] = []
+    results: dict[int, T | RowError] = {}
     fast = concurrent.futures.ThreadPoolExecutor(parallel)
     slow = concurrent.futures.ThreadPoolExecutor(parallel * SLOW_PER_FAST)
     try:
         ordered = sorted(enumerate(rows), key=lambda item: -item[1].timeout_s)
-        futures = [
-            (slow if row.slow else fast).submit(_run_or_error, row, work / f"row-{n:02d}", runner)
+        futures = {
+            (slow if row.slow else fast).submit(
+                _run_or_error, run, row, work / f"row-{n:02d}", runner
+            ): n
             for n, row in ordered
-        ]
+        }
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
-            results.append(result)
+            results[futures[future]] = result
             on_result(result)
     except BaseException:
         runner.stop()  # then the rows running end at once, and stop their simulators
@@ -273,14 +336,14 @@ def run_rows(
     finally:
         for pool in (fast, slow):
             pool.shutdown(wait=True, cancel_futures=True)
-    by_label = {r.row.label: r for r in results}
-    return [by_label[row.label] for row in rows]
+    return [results[n] for n in range(len(rows))]
 
 
 # ---- the table ----------------------------------------------------------------------------
 
 
-def _cells(result: Result | RowError) -> dict[str, str]:
+def cells(result: Result | RowError) -> dict[str, str]:
+    """A row's cells by column name."""
     if isinstance(result, RowError):
         return {"row": result.row.label, "verdict": f"ERROR ({result.error})"}
     row, outcome = result.row, result.outcome
@@ -301,7 +364,7 @@ def _cells(result: Result | RowError) -> dict[str, str]:
         "background ok / 429": _background(result.background),
         "back after s": "-" if outcome.recovery_s is None else f"{outcome.recovery_s:.1f}",
         "target": row.target.describe(),
-        "verdict": verdict(not found, ", ".join(found)),
+        "verdict": "-" if row.target.none and not found else verdict(not found, ", ".join(found)),
     }
 
 
@@ -346,7 +409,7 @@ def add_blocks(
         if not mine:
             continue
         title, header = _BLOCKS[kind]
-        report.add(title, header, [[_cells(r).get(h, "") for h in header] for r in mine])
+        report.add(title, header, [[cells(r).get(h, "") for h in header] for r in mine])
     for text in (
         "ideal s: (IDs - what the limiter lets through at once from idle) / limit; with"
         " background load, the limit less the load until it stops.",
@@ -394,5 +457,5 @@ def section(report: Report, work: Path, rows: Sequence[Row], parallel: int) -> N
     started = time.monotonic()
     progress(f"ratelimit: {len(rows)} rows, {parallel} at 10 r/s or more at once")
     with CpuSampler().running() as cpu:
-        results = run_rows(rows, work / "ratelimit", parallel, tell)
+        results = run_rows(rows, work / "ratelimit", parallel, tell, run_row)
     add_blocks(report, results, cpu, time.monotonic() - started)

@@ -12,6 +12,10 @@ Rows, each with a label a developer can pick with `--rate-rows PATTERN`:
                 take exactly 999 / 45 s, or the bench itself is wrong
     procs       2 and 4 processes on one token, each `--rate` = the limit, no coordination
     background  another client of the token takes part of the limit, then stops
+
+Every row's clients run with `--rate-store none`, each with an XDG_STATE_HOME of its own:
+a row measures one process alone, or processes that do not coordinate. (The rows of
+`benchmarks.shared` are Rows too, of kind "shared", with a store and one state directory.)
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-Kind = Literal["unknown", "known", "control", "procs", "background"]
+Kind = Literal["unknown", "known", "control", "procs", "background", "shared"]
+# This matrix's kinds, in the order of its blocks ("shared" is `benchmarks.shared`'s).
 KINDS: Final[tuple[Kind, ...]] = ("unknown", "known", "control", "procs", "background")
 
 CONTROL_RATE: Final = 45.0
@@ -71,8 +76,12 @@ class Target:
     recovery_s: float | None = None  # background: back to the limit this soon after it stops
     # Expected exactly (the control row): the span within 2% of it, and no 429 at all.
     exact_span_s: float | None = None
+    # No target: a row shown for contrast, judged only on accepting every ID.
+    none: bool = False
 
     def describe(self) -> str:
+        if self.none:
+            return "none"
         if self.exact_span_s is not None:
             return f"{self.exact_span_s:.1f} s ±2%, no 429"
         if self.recovery_s is not None:
@@ -102,6 +111,10 @@ class Row:
     target: Target
     procs: int = 1
     background: Background | None = None
+    # The clients' `--rate-store`, and whether they share one XDG_STATE_HOME (where
+    # `auto` keeps the budget) or have one each.
+    store: str = "none"
+    shared_state: bool = False
 
     @property
     def total_ids(self) -> int:
@@ -294,6 +307,8 @@ def misses(row: Row, outcome: Outcome) -> list[str]:
     if outcome.done < row.total_ids:
         state = "timed out" if outcome.timed_out else "gave up"
         found.append(f"{state}: {outcome.done:,} of {row.total_ids:,}")
+    if target.none:
+        return found
     if target.exact_span_s is not None:
         off = outcome.span_s / target.exact_span_s - 1
         if abs(off) > 0.02:

@@ -72,6 +72,14 @@ def seen(arrivals: Sequence[Arrival], ids: Collection[str] | None = None) -> See
     )
 
 
+def seen_during(
+    arrivals: Sequence[Arrival], start: float, seconds: float, ids: Collection[str] | None = None
+) -> Seen:
+    """The arrivals of `ids` (all when None) from `start` for `seconds` (end excluded)."""
+    end = start + seconds
+    return seen([a for a in arrivals if start <= a.at < end], ids)
+
+
 def recovery_s(
     arrivals: Sequence[Arrival], stopped_at: float, limit: float, window_s: float, level: float
 ) -> float | None:
