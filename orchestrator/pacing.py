@@ -32,6 +32,10 @@ LEARNED_UNDER: Final = 0.05
 
 # ... and bracketed by at least this many 429s.
 LEARNED_THROTTLES: Final = 2
+# ... and no higher than what got through over this long (or as long as there is, and
+# at least the next).
+LEARN_WINDOW_S: Final = 20.0
+LEARN_LEAST_S: Final = 5.0
 
 # How late a sleep may wake (epoll rounds timeouts up to the millisecond) and still be
 # taken as on time by the bucket.
@@ -168,7 +172,8 @@ class Pacer:
         self.circuit = Circuit(circuit_threshold, clock)
         self.shared = shared
         self._shared_per_s: float | None = None  # the shared limit the rate was told of
-        self._throttled = 0  # 429s since the last limit this process published
+        self._throttled = 0  # 429s since the last limit this process learned
+        self._candidate: float | None = None  # a limit learned, to publish
         self._line = anyio.Lock()  # one reservation in the shared schedule at a time
         self._follow_shared()
 
@@ -255,8 +260,17 @@ class Pacer:
                 self.shared.note_limit(answer.hint.per_second, "server")
             self._throttled += answer.throttled
             if (learned := self._learned(change)) is not None:
-                self.shared.note_limit(learned, "learned")
+                self._candidate = learned
                 self._throttled = 0
+            # What got through over a long window, while 429s said the limit was being
+            # met, bounds the limit better than a rate that a second's window showed
+            # clean (a limiter's saved-up burst can make that look clean): publish once
+            # there is that much history.
+            if self._candidate is not None and (
+                through := self.rate.accepted_per_s(now, LEARN_WINDOW_S, LEARN_LEAST_S)
+            ):
+                self.shared.note_limit(min(self._candidate, through), "learned")
+                self._candidate = None
         self._follow()
         circuit = None if answer.throttled else self.circuit.record(answer.fault)
         return PacingEvents(change, circuit, paused, seen.holdoff_s)

@@ -445,6 +445,19 @@ class AdaptiveRate:
         since = max(self._episode, now - 1.0)
         return sum(1 for at in self._recent if at > since) / max(1.0, now - since)
 
+    def accepted_per_s(self, now: float, window_s: float, least_s: float) -> float | None:
+        """Requests let through per second over the last `window_s` (whole seconds, the
+        current one left out), or over all of them when fewer, but None with less than
+        `least_s`. Over a long window a limiter's saved-up burst is a small part of what
+        got through, as it is not over a second."""
+        current = math.floor(now)
+        seconds = self._seconds
+        span = min(window_s, current - seconds[0][0]) if seconds else 0
+        if span < least_s:
+            return None
+        start = current - span
+        return sum(n for second, n in seconds if start <= second < current) / span
+
     def _floor(self, now: float) -> float:
         best = max((count for second, count in self._seconds if second > now - 60), default=0)
         return max(self.MIN_RATE, best * self.FLOOR_SHARE)

@@ -398,3 +398,16 @@ def test_pacer_retry_after_pauses_and_says_so_once() -> None:
     assert pacer.observe(THROTTLED, retry_after=3.0).paused
     assert not pacer.observe(THROTTLED, retry_after=1.0).paused
     assert pacer.pause.remaining == 3.0
+
+
+def test_accepted_per_s_counts_what_got_through_over_a_long_window() -> None:
+    rate = AdaptiveRate(None, 0.0)
+    assert rate.accepted_per_s(0.0, 20.0, 5.0) is None
+    for n in range(300):  # 10/s for 30 s, every fourth one refused
+        at = n / 10
+        rate.observe(at, at, throttled=n % 4 == 3)
+    assert rate.accepted_per_s(30.0, 20.0, 5.0) == pytest.approx(7.5)
+    short = AdaptiveRate(None, 0.0)
+    for n in range(40):
+        short.observe(n / 10, n / 10, throttled=False)
+    assert short.accepted_per_s(4.0, 20.0, 5.0) is None  # under 5 s of history
