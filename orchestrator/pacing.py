@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -32,10 +33,10 @@ LEARNED_UNDER: Final = 0.05
 
 # ... and bracketed by at least this many 429s.
 LEARNED_THROTTLES: Final = 2
-# ... and no higher than what got through over this long (or as long as there is, and
-# at least the next).
+# ... and no higher than what got through in the lower-quartile second of the time it
+# then held (this long at most, at least this many seconds).
 LEARN_WINDOW_S: Final = 20.0
-LEARN_LEAST_S: Final = 5.0
+LEARN_SECONDS: Final = 5
 
 # How late a sleep may wake (epoll rounds timeouts up to the millisecond) and still be
 # taken as on time by the bucket.
@@ -173,7 +174,9 @@ class Pacer:
         self.shared = shared
         self._shared_per_s: float | None = None  # the shared limit the rate was told of
         self._throttled = 0  # 429s since the last limit this process learned
-        self._candidate: float | None = None  # a limit learned, to publish
+        self._candidate: float | None = None  # a limit learned, to publish ...
+        self._candidate_from = 0  # ... once the seconds from this one on confirm it
+        self._paused_seconds: deque[int] = deque(maxlen=128)  # seconds with a pause in them
         self._line = anyio.Lock()  # one reservation in the shared schedule at a time
         self._follow_shared()
 
@@ -227,6 +230,7 @@ class Pacer:
         longer = seconds > self.pause.remaining
         if longer:
             self.rate.paused(seconds - self.pause.remaining)
+            self._mark_paused(seconds)
         self.pause.pause_for(seconds)
         if self.shared is not None:
             self.shared.note_pause(seconds)
@@ -253,6 +257,7 @@ class Pacer:
             # The limiter is locked: stop feeding it. Silence proves no rate, so the
             # window does not count it.
             self.rate.paused(seen.holdoff_s - self.pause.remaining)
+            self._mark_paused(seen.holdoff_s)
             self.pause.pause_for(seen.holdoff_s)
         change = seen.change or stated
         if self.shared is not None:
@@ -261,19 +266,39 @@ class Pacer:
             self._throttled += answer.throttled
             if (learned := self._learned(change)) is not None:
                 self._candidate = learned
+                self._candidate_from = math.floor(now) + 1
                 self._throttled = 0
-            # What got through over a long window, while 429s said the limit was being
-            # met, bounds the limit better than a rate that a second's window showed
-            # clean (a limiter's saved-up burst can make that look clean): publish once
-            # there is that much history.
+            # What got through in a typical second, while 429s said the limit was being
+            # met, bounds the limit better than a rate that one window showed clean (a
+            # limiter's saved-up burst can make that look clean): publish once there
+            # are a few such seconds.
             if self._candidate is not None and (
-                through := self.rate.accepted_per_s(now, LEARN_WINDOW_S, LEARN_LEAST_S)
+                through := self._through(now, self._candidate_from)
             ):
                 self.shared.note_limit(min(self._candidate, through), "learned")
                 self._candidate = None
         self._follow()
         circuit = None if answer.throttled else self.circuit.record(answer.fault)
         return PacingEvents(change, circuit, paused, seen.holdoff_s)
+
+    def _through(self, now: float, since: int) -> float | None:
+        """Requests let through in the lower-quartile second from `since` on (at most
+        LEARN_WINDOW_S), leaving out seconds with a pause in them; None with fewer than
+        LEARN_SECONDS such seconds. Not the mean: the seconds right after a pause carry
+        the burst the limiter saved up meanwhile, and the paused ones carry nothing."""
+        counts = sorted(
+            n
+            for second, n in self.rate.through_by_second(now, LEARN_WINDOW_S)
+            if second >= since and second not in self._paused_seconds
+        )
+        if len(counts) < LEARN_SECONDS:
+            return None
+        return float(counts[len(counts) // 4])
+
+    def _mark_paused(self, seconds: float) -> None:
+        now = self._clock.now()
+        for second in range(math.floor(now), math.floor(now + seconds) + 1):
+            self._paused_seconds.append(second)
 
     def _learned(self, change: RateChange | None) -> float | None:
         """The token's limit this change found, to publish: 429s bracket it, and it

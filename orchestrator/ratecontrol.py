@@ -445,18 +445,16 @@ class AdaptiveRate:
         since = max(self._episode, now - 1.0)
         return sum(1 for at in self._recent if at > since) / max(1.0, now - since)
 
-    def accepted_per_s(self, now: float, window_s: float, least_s: float) -> float | None:
-        """Requests let through per second over the last `window_s` (whole seconds, the
-        current one left out), or over all of them when fewer, but None with less than
-        `least_s`. Over a long window a limiter's saved-up burst is a small part of what
-        got through, as it is not over a second."""
+    def through_by_second(self, now: float, window_s: float) -> list[tuple[int, int]]:
+        """Requests let through in each whole second of the last `window_s` (the current
+        one left out; none before the first that let one through), zeros included."""
         current = math.floor(now)
         seconds = self._seconds
-        span = min(window_s, current - seconds[0][0]) if seconds else 0
-        if span < least_s:
-            return None
-        start = current - span
-        return sum(n for second, n in seconds if start <= second < current) / span
+        if not seconds:
+            return []
+        start = max(current - math.floor(window_s), seconds[0][0])
+        counts = {second: n for second, n in seconds if second >= start}
+        return [(second, counts.get(second, 0)) for second in range(start, current)]
 
     def _floor(self, now: float) -> float:
         best = max((count for second, count in self._seconds if second > now - 60), default=0)

@@ -400,14 +400,15 @@ def test_pacer_retry_after_pauses_and_says_so_once() -> None:
     assert pacer.pause.remaining == 3.0
 
 
-def test_accepted_per_s_counts_what_got_through_over_a_long_window() -> None:
+def test_through_by_second_counts_each_second_zeros_included() -> None:
     rate = AdaptiveRate(None, 0.0)
-    assert rate.accepted_per_s(0.0, 20.0, 5.0) is None
-    for n in range(300):  # 10/s for 30 s, every fourth one refused
+    assert rate.through_by_second(0.0, 20.0) == []
+    for n in range(100):  # 10/s for 10 s, every fourth refused, nothing in second 5
         at = n / 10
-        rate.observe(at, at, throttled=n % 4 == 3)
-    assert rate.accepted_per_s(30.0, 20.0, 5.0) == pytest.approx(7.5)
-    short = AdaptiveRate(None, 0.0)
-    for n in range(40):
-        short.observe(n / 10, n / 10, throttled=False)
-    assert short.accepted_per_s(4.0, 20.0, 5.0) is None  # under 5 s of history
+        if int(at) != 5:
+            rate.observe(at, at, throttled=n % 4 == 3)
+    counts = rate.through_by_second(10.0, 20.0)
+    assert [second for second, _ in counts] == list(range(10))
+    assert counts[5] == (5, 0)
+    assert sum(n for _, n in counts) == 75 - 7  # second 5: 7 let through, left out
+    assert rate.through_by_second(10.0, 3.0) == counts[-3:]

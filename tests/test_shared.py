@@ -102,7 +102,7 @@ async def test_a_limit_learned_by_one_run_starts_the_next_there(tmp_path: Path) 
     config = SimConfig(
         accept_any=True,
         rate=20.0,
-        burst=0,
+        burst=2,
         rate_limit_headers="none",
         retry_after=False,
         request_log_limit=10_000,
@@ -110,7 +110,7 @@ async def test_a_limit_learned_by_one_run_starts_the_next_there(tmp_path: Path) 
     clock = FakeClock(autojump=False)
     async with RunningSimulator(config, clock=clock.now) as sim, clock.driven():
         first = await rerun(
-            sim, tmp_path / "first.jsonl", make_ids(200, "a"), clock=clock, fsync="never"
+            sim, tmp_path / "first.jsonl", make_ids(320, "a"), clock=clock, fsync="never"
         )
         learned = summary(first.result)["rate_budget_per_s"]
         sent_before = len(_posts(sim))
