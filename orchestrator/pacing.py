@@ -33,10 +33,13 @@ LEARNED_UNDER: Final = 0.05
 
 # ... and bracketed by at least this many 429s.
 LEARNED_THROTTLES: Final = 2
-# ... and no higher than what got through in the lower-quartile second of the time it
-# then held (this long at most, at least this many seconds).
+# ... and no higher than what got through per second while it then held (over this
+# long at most, and at least this many seconds free of pauses).
 LEARN_WINDOW_S: Final = 20.0
 LEARN_SECONDS: Final = 5
+
+# Digits of a delta-seconds Retry-After read as a number; more is past any cap.
+_DIGITS: Final = 12
 
 # How late a sleep may wake (epoll rounds timeouts up to the millisecond) and still be
 # taken as on time by the bucket.
@@ -176,7 +179,8 @@ class Pacer:
         self._throttled = 0  # 429s since the last limit this process learned
         self._candidate: float | None = None  # a limit learned, to publish ...
         self._candidate_from = 0  # ... once the seconds from this one on confirm it
-        self._paused_seconds: deque[int] = deque(maxlen=128)  # seconds with a pause in them
+        # Seconds with a pause in them, and the one after each.
+        self._paused_seconds: deque[int] = deque(maxlen=128)
         self._line = anyio.Lock()  # one reservation in the shared schedule at a time
         self._follow_shared()
 
@@ -282,22 +286,22 @@ class Pacer:
         return PacingEvents(change, circuit, paused, seen.holdoff_s)
 
     def _through(self, now: float, since: int) -> float | None:
-        """Requests let through in the lower-quartile second from `since` on (at most
-        LEARN_WINDOW_S), leaving out seconds with a pause in them; None with fewer than
-        LEARN_SECONDS such seconds. Not the mean: the seconds right after a pause carry
-        the burst the limiter saved up meanwhile, and the paused ones carry nothing."""
-        counts = sorted(
+        """Requests let through per second from `since` on (at most LEARN_WINDOW_S),
+        leaving out the seconds with a pause in them, which carry nothing, and the second
+        after each, which carries the burst the limiter saved up meanwhile; None with
+        fewer than LEARN_SECONDS seconds left."""
+        counts = [
             n
             for second, n in self.rate.through_by_second(now, LEARN_WINDOW_S)
             if second >= since and second not in self._paused_seconds
-        )
+        ]
         if len(counts) < LEARN_SECONDS:
             return None
-        return float(counts[len(counts) // 4])
+        return sum(counts) / len(counts)
 
     def _mark_paused(self, seconds: float) -> None:
         now = self._clock.now()
-        for second in range(math.floor(now), math.floor(now + seconds) + 1):
+        for second in range(math.floor(now), math.floor(now + seconds) + 2):
             self._paused_seconds.append(second)
 
     def _learned(self, change: RateChange | None) -> float | None:
@@ -399,16 +403,18 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
-        seconds = float(value)
+    if value.isascii() and value.isdigit():  # not str.isdigit alone: it takes "²"
+        # However many digits: past the cap is the cap, and float() never sees a monster.
+        digits = value.lstrip("0") or "0"
+        seconds = float(digits) if len(digits) <= _DIGITS else MAX_RETRY_AFTER_S
     else:
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = (when - (now or datetime.now(UTC))).total_seconds()
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
     if math.isnan(seconds):
         return None
     return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
