@@ -9,9 +9,11 @@ here, into one of four outcomes, and the engine decides on their types alone:
     ├── Final       any other 4xx (and unexpected statuses): the input is wrong, never retried
     └── Abort       401, 403: the token is bad; stop the whole run
 
-`Retryable.resendable` says whether the request surely was not accepted (429, 500, 502,
-503, or the connection never opened: safe to send again later) or whether the server may
-have accepted it unseen (504, a timeout or a dropped connection: the ID is *in doubt*).
+`Retryable.resendable` says whether the request surely was not accepted (429, 500, 503,
+or the connection never opened: safe to send again later) or whether the server may have
+accepted it unseen (a gateway's 502 or 504, a timeout or a connection dropped after the
+request left: the ID is *in doubt*). A 2xx whose body names no valid new run is accepted
+with `bad_response`: the rerun may well exist, so that ID is in doubt too.
 """
 
 from __future__ import annotations
@@ -22,16 +24,23 @@ from dataclasses import dataclass, replace
 from typing import Final, TypeVar
 
 import aiohttp
+import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .ids import is_run_id
 from .pacing import Answer, RateHint, parse_retry_after
+
+log = structlog.get_logger("orchestrator")
 
 DEFAULT_BASE_URL: Final = "https://v1.api.altostrat.io"
 # A rerun answer is a few kB; reading more than this is a broken or hostile server.
 MAX_BODY_BYTES: Final = 1 << 20
 
-# Statuses that say the server is busy or sick and did not do the work.
-_SURELY_NOT_DONE: Final = frozenset({500, 502, 503})
+# Statuses that say the server is busy or sick and did not do the work. (A 502 or 504 is a
+# gateway's: the backend behind it may have done the work after the gateway gave up.)
+_SURELY_NOT_DONE: Final = frozenset({500, 503})
+# What the ledger keeps of a body it cannot read, for the operator to look into.
+RAW_EXCERPT_CHARS: Final = 200
 
 
 class _NewRun(BaseModel):
@@ -53,9 +62,10 @@ class Accepted:
     http_status: int
     new_run_id: str | None
     new_run_status: str | None
-    # The body could not be read: the rerun happened, but we do not know the new run.
+    # The body could not be read, or named no valid run: we do not know the new run.
     bad_response: bool = False
     hint: RateHint | None = None  # what the server said of its rate limit
+    raw: str | None = None  # with bad_response: an excerpt of what came, escaped
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +102,7 @@ def classify_status(status: int, retry_after: str | None) -> Outcome | None:
         return Retryable(status, "rate_limited", True, parse_retry_after(retry_after))
     if status in _SURELY_NOT_DONE:
         return Retryable(status, "server_error", True, parse_retry_after(retry_after))
-    if status == 504:
-        # A gateway timeout: the backend may have done the work after the gateway gave up.
+    if status in (502, 504):
         return Retryable(status, "server_error", False, parse_retry_after(retry_after))
     if status in (401, 403):
         return Abort(status, "unauthorized" if status == 401 else "forbidden")
@@ -110,13 +119,22 @@ _M = TypeVar("_M", bound=BaseModel)
 
 # X-RateLimit-Limit states no window; Laravel's, and so Altostrat's, is one minute.
 _X_RATELIMIT_WINDOW_S: Final = 60.0
-_QUOTA: Final = re.compile(r"^\s*(\d+)\s*$")
+# A count in a header: ASCII digits only (int() takes other scripts' digits too), and
+# few enough of them that no header can make int() work hard or fail.
+_QUOTA: Final = re.compile(r"^\s*([0-9]{1,12})\s*$", re.ASCII)
+# A stated limit outside this range is a broken or hostile header, not a limit.
+_SANE_PER_S: Final = (1e-4, 1e5)
 
 
 def _whole(value: str | None) -> int | None:
     if value is None or (match := _QUOTA.match(value)) is None:
         return None
     return int(match.group(1))
+
+
+def _sane(per_second: float | None) -> float | None:
+    low, high = _SANE_PER_S
+    return per_second if per_second is not None and low <= per_second <= high else None
 
 
 def _policy_rate(policy: str) -> float | None:
@@ -135,7 +153,7 @@ def _policy_rate(policy: str) -> float | None:
 
 def _ietf_remaining(field: str) -> int | None:
     """`r=` of a structured `RateLimit` header (draft -07 on), or `remaining=` (earlier)."""
-    match = re.search(r"(?:^|[;,\s])(?:r|remaining)=(\d+)", field)
+    match = re.search(r"(?:^|[;,\s])(?:r|remaining)=([0-9]{1,12})(?![0-9])", field, re.ASCII)
     return int(match.group(1)) if match else None
 
 
@@ -143,9 +161,9 @@ def rate_hint(headers: Mapping[str, str]) -> RateHint | None:
     """What the answer's headers say of the rate limit, or None when they say nothing."""
     per_second = None
     if (policy := headers.get("RateLimit-Policy")) is not None:
-        per_second = _policy_rate(policy)
+        per_second = _sane(_policy_rate(policy))
     if per_second is None and (limit := _whole(headers.get("X-RateLimit-Limit"))):
-        per_second = limit / _X_RATELIMIT_WINDOW_S
+        per_second = _sane(limit / _X_RATELIMIT_WINDOW_S)
     remaining = _whole(headers.get("X-RateLimit-Remaining"))
     if remaining is None:
         remaining = _whole(headers.get("RateLimit-Remaining"))
@@ -170,11 +188,32 @@ def answer_of(outcome: object) -> Answer:
 
 
 def parse_accepted(status: int, body: bytes) -> Accepted:
+    """A 2xx answer to a rerun; `bad_response` unless it names a new run by a valid ID."""
     try:
         parsed = RerunResponse.model_validate_json(body)
     except ValidationError:
-        return Accepted(status, None, None, bad_response=True)
-    return Accepted(status, parsed.new_run.id, parsed.new_run.status)
+        return Accepted(status, None, None, bad_response=True, raw=excerpt(body))
+    if not is_run_id(parsed.new_run.id):
+        return Accepted(status, None, None, bad_response=True, raw=excerpt(body))
+    return Accepted(status, parsed.new_run.id, _status_text(parsed.new_run.status))
+
+
+def excerpt(body: bytes) -> str:
+    """The start of a body as printable ASCII: controls and non-ASCII as escapes, so a
+    hostile body can neither bloat the ledger nor drive a terminal that shows it."""
+    text = body[: RAW_EXCERPT_CHARS * 4].decode("utf-8", "replace")[:RAW_EXCERPT_CHARS]
+    return text.encode("ascii", "backslashreplace").decode("ascii").translate(_CONTROLS)
+
+
+def _status_text(status: str | None) -> str | None:
+    """A new run's status as the ledger keeps it: a short word, or None."""
+    if status is None or len(status) > 64 or not status.isascii() or not status.isprintable():
+        return None
+    return status
+
+
+# C0 controls and DEL as visible escapes (non-ASCII is already escaped by then).
+_CONTROLS: Final = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
 
 class AltostratClient:
@@ -205,7 +244,10 @@ class AltostratClient:
                 except (aiohttp.ClientError, TimeoutError):
                     body = None
                 if body is None:
-                    return Accepted(response.status, None, None, bad_response=True, hint=hint)
+                    raw = "<unreadable or over the size cap>"
+                    return Accepted(
+                        response.status, None, None, bad_response=True, hint=hint, raw=raw
+                    )
                 return replace(parse_accepted(response.status, body), hint=hint)
         except aiohttp.ConnectionTimeoutError:
             # The connection never opened, so the request never left.
@@ -216,6 +258,10 @@ class AltostratClient:
             return Retryable(None, "connection", True)
         except aiohttp.ClientError:
             return Retryable(None, "connection", False)
+        except Exception as exc:  # whatever a server sends, the run goes on
+            # The request may have left: in doubt, never retried.
+            log.debug("api.unreadable_answer", error=type(exc).__name__)
+            return Retryable(None, "bad_response", False)
 
     # ---- reading runs: a GET is idempotent, so every failure to get an answer may be retried
 
@@ -269,6 +315,9 @@ class AltostratClient:
             return Retryable(None, "timeout", True)
         except aiohttp.ClientError:
             return Retryable(None, "connection", True)
+        except Exception as exc:  # whatever a server sends, the run goes on
+            log.debug("api.unreadable_answer", error=type(exc).__name__)
+            return Retryable(None, "bad_response", True)
 
 
 # A page of runs with their logs can be large; beyond this the server is broken or hostile.

@@ -144,13 +144,13 @@ def summary_table(fields: Mapping[str, object], title: str) -> Table:
     table.add_column(justify="right")
     table.add_column(overflow="fold")
     notes: dict[str, str] = {
-        "succeeded": (
-            f"{fields['succeeded_unreadable_response']:,} with an unreadable answer"
-            if fields.get("succeeded_unreadable_response")
+        "failed": _pairs(fields.get("failed_by_error")),
+        "in_doubt": _ids(fields.get("in_doubt_ids"), fields.get("in_doubt"))
+        + (
+            f" ({fields['in_doubt_unreadable_response']:,} answered 2xx naming no valid new run)"
+            if fields.get("in_doubt_unreadable_response")
             else ""
         ),
-        "failed": _pairs(fields.get("failed_by_error")),
-        "in_doubt": _ids(fields.get("in_doubt_ids"), fields.get("in_doubt")),
         "possibly_duplicated": _ids(
             fields.get("possibly_duplicated_ids"), fields.get("possibly_duplicated")
         ),

@@ -377,6 +377,8 @@ class Rerun:
                 not isinstance(outcome, Retryable)
                 or tries >= self.settings.max_attempts
                 or throttles >= MAX_THROTTLES
+                # The server may have accepted it: only the operator may resend it.
+                or (not outcome.resendable and not self.settings.retry_in_doubt)
             ):
                 self._settle(run_id, attempt, outcome)
                 return
@@ -492,11 +494,52 @@ class Rerun:
             error_message=record.error_message,
         )
 
+    def _in_doubt(self, run_id: str, attempt: int, outcome: Accepted | Retryable) -> None:
+        """The last attempt got no answer that says what the server did (a timeout, a
+        connection cut after sending, a gateway's 502 or 504, a 2xx naming no valid new
+        run): the rerun may exist. Recorded so, and never resent unless the operator asks
+        (`--retry-in-doubt`)."""
+        assert self._writer is not None
+        error = "bad_response" if isinstance(outcome, Accepted) else outcome.error
+        self._writer.append(
+            AttemptFailed(
+                at=utc_now(),
+                original_run_id=run_id,
+                attempt=attempt,
+                http_status=outcome.http_status,
+                error=error,
+                resendable=False,
+                raw=outcome.raw if isinstance(outcome, Accepted) else None,
+            )
+        )
+        self._ids[run_id] = IdState.IN_DOUBT
+        self.tally.in_doubt.append(run_id)
+        if isinstance(outcome, Accepted):
+            self.tally.bad_response += 1
+        log.warning(
+            "rerun.in_doubt",
+            run_id=run_id,
+            http_status=outcome.http_status,
+            error=error,
+            detail="the server may have accepted it; check it in the API, then resend with "
+            "--retry-in-doubt if it did not",
+        )
+        if isinstance(outcome, Retryable):
+            self._spend(error)  # a sick service, whether or not it did the work
+
+    def _spend(self, error: str) -> None:
+        """Count a failure against the error budget; stop once it is spent."""
+        if (spent := self._budget.failed_with(error)) and not self.stopping:
+            log.error("rerun.budget_exhausted", detail=spent)
+            self.request_stop(StopReason.BUDGET, spent)
+
     def _settle(self, run_id: str, attempt: int, outcome: Outcome) -> None:
         """Record the last word on an ID: accepted, failed for good, or the run aborts."""
         assert self._writer is not None
         at = utc_now()
         match outcome:
+            case Accepted(bad_response=True) | Retryable(resendable=False):
+                self._in_doubt(run_id, attempt, outcome)
             case Accepted():
                 self._writer.append(
                     Succeeded(
@@ -506,21 +549,14 @@ class Rerun:
                         new_run_status=outcome.new_run_status,
                         http_status=outcome.http_status,
                         attempts=attempt,
-                        error="bad_response" if outcome.bad_response else None,
                     )
                 )
                 self._ids[run_id] = IdState.SUCCEEDED
                 self.tally.succeeded += 1
                 self._budget.succeeded()
-                if outcome.bad_response:
-                    self.tally.bad_response += 1
-                    log.warning("rerun.unreadable_response", run_id=run_id)
                 log.debug("rerun.succeeded", run_id=run_id, new_run_id=outcome.new_run_id)
-                if self._waiter is not None:
-                    if outcome.new_run_id is None:
-                        self.tally.finished["unknown_new_run"] += 1
-                    else:
-                        self._waiter.follow(run_id, outcome.new_run_id)
+                if self._waiter is not None and outcome.new_run_id is not None:
+                    self._waiter.follow(run_id, outcome.new_run_id)
             case Abort():
                 # Refused, not done: the ID is sent again once the token is fixed.
                 self._record_attempt(run_id, attempt, outcome, resendable=True)
@@ -545,9 +581,7 @@ class Rerun:
                     error=outcome.error,
                     attempts=attempt,
                 )
-                if (spent := self._budget.failed_with(outcome.error)) and not self.stopping:
-                    log.error("rerun.budget_exhausted", detail=spent)
-                    self.request_stop(StopReason.BUDGET, spent)
+                self._spend(outcome.error)
 
 
 # anyio's send and receive always go through the event loop, even when an item or a

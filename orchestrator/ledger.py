@@ -76,6 +76,8 @@ class AttemptFailed(_Record):
     error: str
     # True when the server surely did not accept it, so the ID may be sent again on resume.
     resendable: bool
+    # A 2xx whose body named no valid new run (`bad_response`): an excerpt, escaped.
+    raw: str | None = None
 
 
 class Succeeded(_Record):

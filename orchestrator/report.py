@@ -44,7 +44,7 @@ class Tally:
     lines: int = 0
     sent: int = 0  # IDs for which at least one request left
     succeeded: int = 0
-    bad_response: int = 0  # succeeded, but the answer could not be read
+    bad_response: int = 0  # in doubt: a 2xx whose answer named no valid new run
     failed: Counter[str] = field(default_factory=Counter)  # by error code
     rejected: int = 0
     duplicates: int = 0
@@ -128,7 +128,7 @@ def summary(result: RunResult) -> dict[str, object]:
         "outcome": result.reason.value,
         "exit_code": int(exit_code(result)),
         "succeeded": tally.succeeded,
-        "succeeded_unreadable_response": tally.bad_response,
+        "in_doubt_unreadable_response": tally.bad_response,
         "failed": tally.failed_total,
         "failed_by_error": dict(sorted(tally.failed.items())),
         "rejected": tally.rejected,
@@ -248,6 +248,10 @@ class LedgerReport:
                     self._dispatched_at[run_id] = when
             case "attempt_failed" | "succeeded" | "failed" if isinstance(run_id, str):
                 self._answered(run_id, record, when)
+                if record.get("error") == "bad_response":
+                    # A 2xx naming no valid new run: in doubt (a `succeeded` with no new
+                    # run in ledgers written before that).
+                    self.bad_response += 1
                 if event == "attempt_failed":
                     self.retries += 1
                 elif before is not IdState.SUCCEEDED:
@@ -271,8 +275,6 @@ class LedgerReport:
     def _settled(self, run_id: str, record: dict[str, object]) -> None:
         if record.get("event") == "succeeded":
             self.failed_error.pop(run_id, None)
-            if record.get("error") == "bad_response":
-                self.bad_response += 1
         else:
             self.failed_error[run_id] = str(record.get("error"))
 
@@ -317,7 +319,7 @@ class LedgerReport:
             "exit_code": int(self.exit_code()),
             "last_session_exit_code": self.last_exit_code,
             "succeeded": self.count(IdState.SUCCEEDED),
-            "succeeded_unreadable_response": self.bad_response,
+            "in_doubt_unreadable_response": self.bad_response,
             "failed": len(self.failed_error),
             "failed_by_error": dict(sorted(Counter(self.failed_error.values()).items())),
             "rejected": len(self.rejected),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from aioresponses import aioresponses
 
 from orchestrator.api import (
+    RAW_EXCERPT_CHARS,
     Abort,
     Accepted,
     AltostratClient,
@@ -17,6 +19,7 @@ from orchestrator.api import (
     Outcome,
     Retryable,
     classify_status,
+    excerpt,
     parse_accepted,
     rate_hint,
 )
@@ -41,7 +44,7 @@ URL = f"{BASE}/workflows/runs/fl_run_a/rerun"
     [
         (429, Retryable(429, "rate_limited", True, 7.0)),
         (500, Retryable(500, "server_error", True, 7.0)),
-        (502, Retryable(502, "server_error", True, 7.0)),
+        (502, Retryable(502, "server_error", False, 7.0)),  # a gateway's: in doubt
         (503, Retryable(503, "server_error", True, 7.0)),
         (504, Retryable(504, "server_error", False, 7.0)),
         (401, Abort(401, "unauthorized")),
@@ -74,7 +77,30 @@ def test_202_body_gives_the_new_run_and_ignores_unknown_fields() -> None:
 
 @pytest.mark.parametrize("body", [b"", b"{", b'{"message": "x"}', b"[]", b'{"new_run": {}}'])
 def test_unreadable_202_is_still_accepted(body: bytes) -> None:
-    assert parse_accepted(202, body) == Accepted(202, None, None, bad_response=True)
+    assert parse_accepted(202, body) == Accepted(
+        202, None, None, bad_response=True, raw=body.decode()
+    )
+
+
+@pytest.mark.parametrize(
+    "new_id",
+    ["", "x" * 10_000, "../../admin", '=HYPERLINK("http://x")', "fl_run_\u001b[2J", "fl_run_a b"],
+)
+def test_a_202_naming_no_valid_run_id_is_a_bad_response(new_id: str) -> None:
+    body = json.dumps({"new_run": {"id": new_id, "status": "pending"}}).encode()
+    accepted = parse_accepted(202, body)
+    assert accepted.bad_response
+    assert accepted.new_run_id is None
+    assert accepted.raw is not None
+    assert len(accepted.raw) <= RAW_EXCERPT_CHARS
+    assert accepted.raw.isascii()
+    assert accepted.raw.isprintable()
+
+
+def test_the_raw_excerpt_escapes_what_could_drive_a_terminal() -> None:
+    raw = excerpt(b'{"id": "\x1b]0;owned\x07\x1b[2J\x00\xe2\x80\xae"}')
+    assert "\x1b" not in raw
+    assert "\\x1b]0;owned\\x07\\x1b[2J\\x00\\u202e" in raw
 
 
 async def test_client_sends_bearer_token_and_no_body() -> None:

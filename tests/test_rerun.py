@@ -96,14 +96,14 @@ async def test_failed_ids_are_skipped_unless_retry_failed(ledger: Path) -> None:
 async def test_retryable_errors_are_retried_then_succeed_without_real_sleeping(
     ledger: Path,
 ) -> None:
-    config = SimConfig(accept_any=True, script={"fl_run_shaky": [503, 500, 502]})
+    config = SimConfig(accept_any=True, script={"fl_run_shaky": [503, 500, 503]})
     clock = FakeClock()
     async with RunningSimulator(config) as sim:
         done = await rerun(sim, ledger, ["fl_run_shaky"], clock=clock)
     (success,) = done.events("succeeded")
     assert success["attempts"] == 4
     retries = done.events("attempt_failed")
-    assert [r["http_status"] for r in retries] == [503, 500, 502]
+    assert [r["http_status"] for r in retries] == [503, 500, 503]
     assert all(r["resendable"] for r in retries)
     # Three backoff waits happened, each within its full-jitter ceiling, on the fake clock.
     assert len(clock.slept) == 3
@@ -197,18 +197,21 @@ async def test_duplicate_ids_are_sent_once(sim: RunningSimulator, ledger: Path) 
     assert exit_code(done.result) == ExitCode.OK
 
 
-async def test_unreadable_202_is_succeeded_with_null_new_run_and_never_resent(
-    ledger: Path,
-) -> None:
+async def test_unreadable_202_is_in_doubt_and_never_resent_unasked(ledger: Path) -> None:
     config = SimConfig(accept_any=True, script={"fl_run_garbled": ["bad_body"]})
     async with RunningSimulator(config) as sim:
         done = await rerun(sim, ledger, ["fl_run_garbled"])
-        (record,) = done.events("succeeded")
-        assert record["new_run_id"] is None
-        assert record["error"] == "bad_response"
-        assert summary(done.result)["succeeded_unreadable_response"] == 1
-        again = await rerun(sim, ledger, ["fl_run_garbled"])
+        (record,) = done.events("attempt_failed")
+        assert (record["http_status"], record["error"]) == (202, "bad_response")
+        assert record["resendable"] is False
+        assert isinstance(record["raw"], str)
+        assert not done.events("succeeded")
+        fields = summary(done.result)
+        assert (fields["in_doubt"], fields["in_doubt_unreadable_response"]) == (1, 1)
+        assert exit_code(done.result) == ExitCode.INCOMPLETE
+        again = await rerun(sim, ledger, ["fl_run_garbled"], retry_failed=True)
         assert again.result.tally.requests == 0
+        assert again.result.tally.skipped_in_doubt == 1
         assert sim.state.stats.accepted == {"fl_run_garbled": 1}
 
 
@@ -237,10 +240,29 @@ async def test_dry_run_without_a_ledger_creates_none(sim: RunningSimulator, ledg
     assert not ledger.exists()
 
 
-async def test_a_dropped_connection_after_sending_is_retried_and_flagged(ledger: Path) -> None:
-    config = SimConfig(accept_any=True, script={"fl_run_cut": ["drop"]})
+@pytest.mark.parametrize("fault", ["drop", 502, 504])
+async def test_a_request_that_may_have_been_accepted_is_in_doubt_not_resent(
+    ledger: Path, fault: str | int
+) -> None:
+    """A connection cut after sending, or a gateway's 502 or 504: the server may have
+    started the rerun. The ID is in doubt; neither this run nor --retry-failed resends it."""
+    config = SimConfig(accept_any=True, script={"fl_run_cut": [fault]})
     async with RunningSimulator(config) as sim:
         done = await rerun(sim, ledger, ["fl_run_cut"])
+        (record,) = done.events("attempt_failed")
+        assert record["resendable"] is False
+        assert not done.events("failed")
+        assert done.result.tally.in_doubt == ["fl_run_cut"]
+        assert done.result.tally.requests == 1
+        again = await rerun(sim, ledger, ["fl_run_cut"], retry_failed=True)
+        assert again.result.tally.requests == 0
+        assert again.result.tally.in_doubt == ["fl_run_cut"]
+
+
+async def test_with_retry_in_doubt_it_is_resent_and_flagged(ledger: Path) -> None:
+    config = SimConfig(accept_any=True, script={"fl_run_cut": ["drop"]})
+    async with RunningSimulator(config) as sim:
+        done = await rerun(sim, ledger, ["fl_run_cut"], retry_in_doubt=True)
     (retry,) = done.events("attempt_failed")
     assert retry["error"] == "connection"
     assert retry["resendable"] is False
