@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -122,9 +123,8 @@ class RerunSettings(BaseSettings):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        url = URL(value)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"{value!r} is not an http(s) URL")
+        if (problem := base_url_problem(value)) is not None:
+            raise ValueError(problem)
         return value.rstrip("/")
 
     @classmethod
@@ -146,6 +146,32 @@ class RerunSettings(BaseSettings):
 
 
 KEYS: Final = tuple(RerunSettings.model_fields)
+
+
+def base_url_problem(value: str) -> str | None:
+    """Why `value` cannot be the API's base URL, or None. The request paths are appended to
+    it as text, and it is logged and printed: a password in it would be shown, and a query
+    or a fragment would swallow the path. The message never repeats a password."""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "the URL holds whitespace or control characters"
+    try:
+        parts = urlsplit(value)
+        url = URL(value)
+    except ValueError:
+        return "the URL cannot be parsed"
+    if "@" in parts.netloc:
+        return (
+            "the URL holds a user or password (user:password@host), which would be logged;"
+            f" the token comes from {TOKEN_ENV} or --token-file"
+        )
+    if "?" in value:
+        return "the URL holds a query (?...); the API's paths are appended to the base URL"
+    if "#" in value:
+        return "the URL holds a fragment (#...); the API's paths are appended to the base URL"
+    if url.scheme not in ("http", "https") or not url.host:
+        # Without a scheme an '@' may still be a user's: then say so without repeating it.
+        return "not an http(s) URL" if "@" in value else f"{value!r} is not an http(s) URL"
+    return None
 
 
 class _AltostratBaseUrl(PydanticBaseSettingsSource):
