@@ -17,6 +17,7 @@ import structlog
 from . import __version__
 from .commands import config, report, rerun, select, simulate
 from .console import detach_stdout
+from .escape import escape
 from .report import ExitCode
 from .settings import ConfigError
 
@@ -65,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler: Callable[[argparse.Namespace], int] = args.handler
         return int(handler(args))
     except ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        # The message may quote what the user typed: one line, and no control characters.
+        print(f"{PROG}: error: {escape(str(exc))}", file=sys.stderr)
         return ExitCode.USAGE
     except KeyboardInterrupt:
         return ExitCode.SIGINT

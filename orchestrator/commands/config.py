@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..escape import escape
 from ..ratestore import fingerprint
 from ..settings import ConfigError, RerunSettings, describe, environ, load_token, token_status
 from ._flags import add_settings_arguments, settings_from
@@ -61,10 +62,12 @@ def run_show(args: argparse.Namespace) -> int:
         shown = {key: {"value": value, "source": origin} for key, value, origin in rows}
         sys.stdout.write(json.dumps(shown, indent=2) + "\n")
         return 0
+    # Paths and origins are the user's own text: shown escaped, as every value from outside.
+    rows = [(key, escape(value), escape(origin)) for key, value, origin in rows]
     width = max(len(key) for key, _, _ in rows)
     value_width = max(len(value) for _, value, _ in rows)
     if loaded.config is not None:
-        sys.stdout.write(f"# config file: {loaded.config}\n")
+        sys.stdout.write(f"# config file: {escape(str(loaded.config))}\n")
     for key, value, origin in rows:
         sys.stdout.write(f"{key:<{width}}  {value:<{value_width}}  {origin}\n")
     return 0

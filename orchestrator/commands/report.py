@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO, Final, TextIO
 
 from ..console import print_summary
+from ..escape import csv_cell, escape
 from ..idstore import IdState
 from ..ledger import read_records
 from ..report import ExitCode, LedgerReport
@@ -82,11 +83,12 @@ def run(args: argparse.Namespace) -> int:
         raise  # the reader went away (`| head`): not a ledger problem
     except OSError as exc:
         raise ConfigError(f"cannot read ledger {ledger}: {exc.strerror or exc}") from None
+    # A ledger's text is data: a control character in it is shown escaped, never obeyed.
     if args.ids == "rejected":
-        out.writelines(f"{line}\n" for line in report.rejected.values())
+        out.writelines(f"{escape(line)}\n" for line in report.rejected.values())
         return ExitCode.OK
     if args.ids:
-        out.writelines(f"{run_id}\n" for run_id in report.ids(ID_STATES[args.ids]))
+        out.writelines(f"{escape(run_id)}\n" for run_id in report.ids(ID_STATES[args.ids]))
         return ExitCode.OK
     fields = report.summary(str(ledger), running)
     if out.isatty() and not args.json:
@@ -97,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_mapping(stream: BinaryIO, fmt: str, out: TextIO) -> None:
-    """Each succeeded record's original and new run ID, as read: nothing is held."""
+    """Each succeeded record's original and new run ID, as read: nothing is held. A CSV
+    cell is escaped and kept from reading as a formula (it goes into spreadsheets)."""
     writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
     if writer is not None:
         writer.writerow(["original_run_id", "new_run_id"])
@@ -106,7 +109,7 @@ def _print_mapping(stream: BinaryIO, fmt: str, out: TextIO) -> None:
             continue
         original, new = record.get("original_run_id"), record.get("new_run_id")
         if writer is not None:
-            writer.writerow([original, new or ""])
+            writer.writerow([csv_cell(original), csv_cell(new)])
         else:
             out.write(json.dumps({"original_run_id": original, "new_run_id": new}) + "\n")
 
