@@ -27,6 +27,7 @@ class ExitCode(enum.IntEnum):
     INCOMPLETE = 1  # some ID failed, was rejected or is in doubt
     USAGE = 2
     ABORTED = 3
+    SOFTWARE = 70  # EX_SOFTWARE (sysexits.h): an internal error, a bug to report
     SIGINT = 130
     SIGTERM = 143
 

@@ -194,6 +194,10 @@ class Loaded:
     origins: Mapping[str, str]
     config: Path | None
 
+    def invalid(self, key: str, problem: str, value: object = "") -> str:
+        """A one-line error about `key` (and its `value`), named as the user set it."""
+        return _invalid(key, problem, self.origins, self.config, value)
+
 
 def load_settings(
     given: Mapping[str, object], flag_names: Mapping[str, str], config: Path | None = None
@@ -270,14 +274,19 @@ def _explain(exc: ValidationError, origins: Mapping[str, str], config: Path | No
     """One line naming the key as the user set it, and what is wrong with it."""
     error = exc.errors()[0]
     key = str(error["loc"][0]) if error["loc"] else "settings"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    origin = origins.get(key, "")
-    kind, _, where = origin.partition(" ")
+    return _invalid(key, str(error["msg"]).removeprefix("Value error, "), origins, config)
+
+
+def _invalid(
+    key: str, message: str, origins: Mapping[str, str], config: Path | None, value: object = ""
+) -> str:
+    kind, _, where = origins.get(key, "").partition(" ")
+    shown = f" {value}" if value != "" else ""
     if kind in ("flag", "env"):
-        return f"invalid {where}: {message}"
+        return f"invalid {where}{shown}: {message}"
     if kind == "file":
-        return f"invalid {key} in {config}: {message}"
-    return f"invalid {key}: {message}"
+        return f"invalid {key}{shown} in {config}: {message}"
+    return f"invalid {key}{shown}: {message}"
 
 
 def describe(settings: RerunSettings) -> dict[str, str]:
@@ -329,6 +338,15 @@ def token_status(env: Mapping[str, str], token_file: Path | None) -> tuple[str, 
     except ConfigError as exc:
         return "unset", f"{where}: {exc}" if token_file is not None else where
     return "set", where
+
+
+def known_secrets(env: Mapping[str, str], token_file: Path | None = None) -> list[str]:
+    """The token, when one is set, for logging to scrub: also a command that does not use
+    it may log an error that quotes it."""
+    try:
+        return [load_token(env, token_file)]
+    except ConfigError:
+        return []
 
 
 def environ() -> Mapping[str, str]:

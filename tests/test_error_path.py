@@ -1,5 +1,6 @@
 """No command prints a traceback: a ledger line that is JSON but not a record is counted
-corrupt and skipped, in replay and in `report`."""
+corrupt and skipped, an unusable output path is a usage error before anything is sent, and
+a bug is one line on stderr and exit 70, its traceback only at --log-level debug."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from orchestrator.console import print_summary
 from orchestrator.idstore import IdState
 from orchestrator.ledger import replay
 from orchestrator.report import LedgerReport
+from orchestrator.simulator import RunningSimulator, SimConfig
 
 TOKEN = "tok-error-path-12"
 AT = "2026-11-30T12:00:00.000Z"
@@ -234,3 +236,108 @@ async def test_report_json_of_a_ledger_with_a_hostile_line_is_one_json_object(
     fields = json.loads(out)
     assert fields["corrupt_lines"] == 1
     assert fields["succeeded"] == 1
+
+
+def loop(tmp_path: Path, name: str) -> Path:
+    """A symbolic link that points at itself."""
+    path = tmp_path / name
+    path.symlink_to(path.name)
+    return path
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("flag", "make", "problem"),
+    [
+        ("--summary-json", lambda t: loop(t, "s.json"), "Too many levels of symbolic links"),
+        ("--metrics-file", lambda t: loop(t, "m.prom"), "Too many levels of symbolic links"),
+        ("--ledger", lambda t: loop(t, "l.jsonl"), "Too many levels of symbolic links"),
+        ("--ledger", lambda t: t, "it is a directory"),
+        ("--summary-json", lambda t: t, "it is a directory"),
+        ("--ledger", lambda t: t / "nowhere" / "l.jsonl", "its directory does not exist"),
+        ("--metrics-file", lambda t: Path(os.devnull), "it is not a regular file"),
+    ],
+)
+@pytest.mark.parametrize("dry_run", [False, True])
+async def test_an_unusable_path_is_a_usage_error_before_anything_is_sent(
+    tmp_path: Path, flag: str, make: object, problem: str, dry_run: bool
+) -> None:
+    assert callable(make)
+    path = make(tmp_path)
+    async with RunningSimulator(SimConfig(accept_any=True, token=TOKEN)) as sim:
+        code, out, err = await orchestrator(
+            "rerun",
+            "-",
+            "--base-url",
+            sim.base_url,
+            flag,
+            str(path),
+            *(["--dry-run"] if dry_run else []),
+            cwd=tmp_path,
+            stdin=b"fl_run_a1\n",
+        )
+        assert sim.state.stats.requests == 0
+    assert code == 2, err
+    assert out == ""
+    assert err == f"orchestrator: error: invalid {flag} {path}: {problem}\n"
+
+
+# A bug, planted: the command's work raises, with the token in its message.
+CRASH = """
+import os, sys
+import {module} as target
+def bug(*args, **kwargs):
+    raise RuntimeError("a bug near " + os.environ["ALTOSTRAT_TOKEN"])
+target.{name} = bug
+from orchestrator.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+BUGS = {
+    "rerun": ("orchestrator.commands.rerun", "run_rerun", ["rerun", "-"]),
+    "select": ("orchestrator.commands.select", "run_select", ["select", "--workflow", "fl_a"]),
+    "report": ("orchestrator.report.LedgerReport", "feed_lines", ["report", "l.jsonl"]),
+    "config show": ("orchestrator.commands.config", "describe", ["config", "show"]),
+}
+
+
+async def crash(command: str, cwd: Path, *more: str) -> tuple[int, str, str]:
+    module, name, args = BUGS[command]
+    if module.endswith("LedgerReport"):  # a class: patch it where it lives
+        script = CRASH.replace(
+            "import {module} as target", "from orchestrator.report import LedgerReport as target"
+        )
+    else:
+        script = CRASH.replace("{module}", module)
+    (cwd / "l.jsonl").write_text("")
+    argv = [sys.executable, "-c", script.replace("{name}", name), *args, *more]
+    return await run(argv, cwd, b"fl_run_a1\n")
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("command", list(BUGS))
+async def test_a_bug_is_one_line_on_stderr_and_exit_70(tmp_path: Path, command: str) -> None:
+    code, out, err = await crash(command, tmp_path)
+    assert code == 70
+    assert out == ""
+    assert err == (
+        "orchestrator: internal error: RuntimeError "
+        "(run with --log-level debug for the traceback, and report it)\n"
+    )
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("command", list(BUGS))
+async def test_at_debug_the_traceback_goes_to_stderr_without_the_token(
+    tmp_path: Path, command: str
+) -> None:
+    code, out, err = await crash(command, tmp_path, "--log-level", "debug", "--log-format", "json")
+    assert code == 70
+    assert out == ""
+    lines = err.strip().splitlines()
+    event = json.loads(lines[-2])
+    assert event["event"] == "internal_error"
+    assert "Traceback (most recent call last)" in event["exception"]
+    assert "RuntimeError: a bug near" in event["exception"]
+    assert lines[-1].startswith("orchestrator: internal error: RuntimeError")
+    if command != "report":  # report reads no token, so it has none to scrub
+        assert TOKEN not in err

@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 from typing import BinaryIO, Final, TextIO
 
-from ..console import print_summary
+from ..console import configure_logging, print_summary
 from ..escape import csv_cell, escape
 from ..idstore import IdState
 from ..ledger import read_records
 from ..report import ExitCode, LedgerReport
-from ..settings import ConfigError
+from ..settings import ConfigError, environ, known_secrets
+from ._flags import add_log_arguments
 from ._types import Subcommands
 
 REPORT_EXAMPLES = """\
@@ -65,12 +66,18 @@ def add_parser(commands: Subcommands) -> None:
         default="csv",
         help="format of --mapping (default csv)",
     )
+    add_log_arguments(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     ledger: Path = args.ledger
     out = sys.stdout
+    configure_logging(
+        getattr(args, "log_level", "info"),
+        getattr(args, "log_format", "auto"),
+        secrets=known_secrets(environ()),
+    )
     try:
         with ledger.open("rb") as stream:
             if args.mapping:
