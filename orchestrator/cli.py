@@ -2,7 +2,7 @@
 
 No business logic lives here; each subcommand is a module of `orchestrator.commands`.
 Every error a user can cause ends in one line on stderr and exit 2; a bug ends in one
-line too, with the traceback (token scrubbed) at --log-level debug.
+line too and exit 70, with the traceback (token scrubbed, on stderr) at --log-level debug.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import structlog
 
 from . import __version__
 from .commands import config, report, rerun, select, simulate
-from .console import detach_stdout
+from .console import configure_logging, detach_stdout
+from .escape import escape
 from .report import ExitCode
-from .settings import ConfigError
+from .settings import ConfigError, environ, known_secrets
 
 PROG = "orchestrator"
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a tool cut off by `| head`
@@ -60,12 +61,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args: argparse.Namespace | None = None
     try:
         args = _parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = args.handler
         return int(handler(args))
     except ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        # The message may quote what the user typed: one line, and no control characters.
+        print(f"{PROG}: error: {escape(str(exc))}", file=sys.stderr)
         return ExitCode.USAGE
     except KeyboardInterrupt:
         return ExitCode.SIGINT
@@ -75,13 +78,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         detach_stdout()
         return EXIT_BROKEN_PIPE
     except Exception as exc:  # last line of defence: one line, never a traceback
-        structlog.get_logger(PROG).debug("internal_error", exc_info=exc)
-        print(
-            f"{PROG}: internal error: {type(exc).__name__} "
-            "(run with --log-level debug for the traceback, and report it)",
-            file=sys.stderr,
+        return _internal_error(exc, args)
+
+
+def _internal_error(exc: Exception, args: argparse.Namespace | None) -> int:
+    """A bug: one line on stderr and EX_SOFTWARE; the traceback only at --log-level debug,
+    on stderr too, through the command's logging (which scrubs the token out of it)."""
+    if not structlog.is_configured():
+        # The command failed before it set logging up: structlog's own default would print
+        # the traceback with its local variables, on stdout.
+        configure_logging(
+            getattr(args, "log_level", "info"),
+            getattr(args, "log_format", "auto"),
+            secrets=known_secrets(environ(), getattr(args, "token_file", None)),
         )
-        return ExitCode.INCOMPLETE
+    structlog.get_logger(PROG).debug("internal_error", exc_info=exc)
+    print(
+        f"{PROG}: internal error: {_innermost(exc).__name__} "
+        "(run with --log-level debug for the traceback, and report it)",
+        file=sys.stderr,
+    )
+    return ExitCode.SOFTWARE
+
+
+def _innermost(exc: BaseException) -> type[BaseException]:
+    """The type worth naming: a task group's lone error rather than its group."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return type(exc)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Logging set-up, done once at start-up: structlog to stderr, JSON off a terminal, and a
 processor that scrubs the token out of every event whatever its level or shape; and the
-summary table shown on a terminal at the end of a run or by `orchestrator report`."""
+summary table shown on a terminal at the end of a run or by `orchestrator report`.
+
+What a terminal is shown never carries a control character from outside (see escape.py):
+console log values and every cell of the table are escaped; JSON escapes them itself."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .escape import escape, escape_lines
 from .rates import format_rate
 
 REDACTED: Final = "[redacted]"
@@ -54,6 +58,46 @@ class RedactSecrets:
         return event_dict
 
 
+class _Shown:
+    """A value as the console shows it: the renderer prints a non-string's `repr`, which
+    here is the escaped text itself, so nothing the renderer does can undo the escaping."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+# Strings holding these are quoted (as structlog's console renderer does), so a value
+# still reads as one value; the rest are shown bare.
+_QUOTED: Final = frozenset(" \t=\r\n\"'")
+# Keys the renderer lays out itself, all set by our own code: left as they are.
+_OWN_KEYS: Final = frozenset({"event", "level", "timestamp", "logger", "logger_name"})
+
+
+def shown_value(value: object) -> str:
+    """How the console shows one log value: a string bare or quoted, anything else as its
+    repr; escaped either way."""
+    if isinstance(value, str) and not _QUOTED.intersection(value):
+        return escape(value)
+    return escape(repr(value))
+
+
+def escape_for_console(
+    _logger: object, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Every value of an event made safe for a terminal; a traceback keeps its lines."""
+    for key, value in event_dict.items():
+        if key == "exception" and isinstance(value, str):
+            event_dict[key] = escape_lines(value)
+        elif key not in _OWN_KEYS:
+            event_dict[key] = _Shown(shown_value(value))
+    return event_dict
+
+
 def detach_stdout() -> None:
     """The reader of stdout went away: point stdout at /dev/null, so that flushing it at
     exit cannot fail again (the recipe in the docs of Python's `signal` module)."""
@@ -86,6 +130,11 @@ def configure_logging(
         renderer = structlog.dev.ConsoleRenderer(
             colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
         )
+    # JSON escapes control characters itself; the console needs it done (after redaction,
+    # which looks for the token as it is).
+    escaping: list[structlog.typing.Processor] = (
+        [] if log_format == "json" else [escape_for_console]
+    )
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -93,6 +142,7 @@ def configure_logging(
             # Tracebacks become text before redaction, so they are scrubbed too.
             structlog.processors.format_exc_info,
             RedactSecrets(secrets),
+            *escaping,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
@@ -137,9 +187,21 @@ def _ids(ids: object, total: object) -> str:
     return shown + (f" … and {more:,} more" if more > 0 else "")
 
 
+def _row(table: Table, label: str, count: str = "", note: str = "", style: str = "") -> None:
+    """One row, every cell escaped and taken as plain text: a value from a server or a
+    ledger is neither rich markup (`[/]` would raise) nor a control sequence."""
+    table.add_row(
+        Text(escape(label)),
+        Text(escape(count), style=style if count else ""),
+        Text(escape(note), style=style if not count else ""),
+    )
+
+
 def summary_table(fields: Mapping[str, object], title: str) -> Table:
     """The end-of-run (or `report`) summary as a compact table for a terminal."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE, show_header=False)
+    table = Table(
+        title=Text(escape(title)), title_justify="left", box=box.SIMPLE, show_header=False
+    )
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_column(overflow="fold")
@@ -161,19 +223,19 @@ def summary_table(fields: Mapping[str, object], title: str) -> Table:
         if not isinstance(value, int) or (value == 0 and key not in ("succeeded", "failed")):
             continue
         style = "red" if key in ("failed", "in_doubt", "rejected") else ""
-        table.add_row(label, Text(f"{value:,}", style=style), notes.get(key, ""))
+        _row(table, label, f"{value:,}", notes.get(key, ""), style)
     if "would_send" in fields:
-        table.add_row("would send", f"{fields['would_send']:,}", "dry run: nothing was sent")
+        _row(table, "would send", f"{fields['would_send']:,}", "dry run: nothing was sent")
     ended = fields.get("finished_by_outcome")
     if isinstance(ended, dict):
         for outcome, count in ended.items():
             bad = outcome in ("failed_again", "timed_out", "lost")
             ids = _ids(fields.get(f"{outcome}_ids"), count) if outcome != "completed" else ""
             label = "new runs " + str(outcome).replace("_", " ")
-            table.add_row(label, Text(f"{count:,}", style="red" if bad else ""), ids)
+            _row(table, label, f"{count:,}", ids, "red" if bad else "")
     elapsed, rate = fields.get("elapsed_s"), fields.get("effective_rate_per_s")
     if isinstance(elapsed, int | float) and isinstance(rate, int | float):
-        table.add_row("elapsed", f"{elapsed:.1f}s", f"{rate:.1f} requests/s effective")
+        _row(table, "elapsed", f"{elapsed:.1f}s", f"{rate:.1f} requests/s effective")
     for key, label in (
         ("sessions", "sessions"),
         ("first_at", "first record"),
@@ -182,14 +244,14 @@ def summary_table(fields: Mapping[str, object], title: str) -> Table:
     ):
         if key in fields:
             value = fields[key]
-            table.add_row(label, "", _pairs(value) if isinstance(value, dict) else str(value))
+            _row(table, label, note=_pairs(value) if isinstance(value, dict) else str(value))
     if "rate_store" in fields:
-        table.add_row("rate budget", "", _budget(fields))
+        _row(table, "rate budget", note=_budget(fields))
     if fields.get("abort_detail"):
-        table.add_row("stopped", "", Text(str(fields["abort_detail"]), style="red"))
-    table.add_row("ledger", "", str(fields.get("ledger", "")))
+        _row(table, "stopped", note=str(fields["abort_detail"]), style="red")
+    _row(table, "ledger", note=str(fields.get("ledger", "")))
     if fields.get("retry_command"):
-        table.add_row("retry failed", "", Text(str(fields["retry_command"]), style="cyan"))
+        _row(table, "retry failed", note=str(fields["retry_command"]), style="cyan")
     return table
 
 

@@ -17,11 +17,11 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Annotated, Final, Literal, NotRequired, cast
 
 import anyio
-import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from .idstore import IdState, IdStates
 
@@ -175,19 +175,97 @@ _OTHER_EVENTS: Final = frozenset({"rejected", "session_started", "session_ended"
 LEDGER_EVENTS: Final = _ID_EVENTS | _OTHER_EVENTS
 
 
+# ---- reading a ledger back ----------------------------------------------------------------
+# What a line must be to count as a record when it is read back: a JSON object with a known
+# `event` whose fields that replay and `report` read have the types the writer gives them
+# (an ID's event must name its ID). A field may be missing (hand-written and older ledgers
+# lack some) and fields nobody reads are not looked at, so a ledger written by another
+# version still replays: dropping a good `dispatched` line would send its ID twice.
+# Anything else is corrupt, as a torn line is: `"line": [1]` must not crash a reader.
+
+
+class _Read(TypedDict):
+    __pydantic_config__ = ConfigDict(strict=True)  # type: ignore[misc]
+    at: NotRequired[str]
+
+
+class _ReadSessionStarted(_Read):
+    event: Literal["session_started"]
+
+
+class _ReadSessionEnded(_Read):
+    event: Literal["session_ended"]
+    exit_code: NotRequired[int]
+    reason: NotRequired[str]
+
+
+class _ReadDispatched(_Read):
+    event: Literal["dispatched"]
+    original_run_id: str
+
+
+class _ReadAttemptFailed(_Read):
+    event: Literal["attempt_failed"]
+    original_run_id: str
+    http_status: NotRequired[int | None]
+    error: NotRequired[str]
+    resendable: NotRequired[bool]
+
+
+class _ReadSucceeded(_Read):
+    event: Literal["succeeded"]
+    original_run_id: str
+    new_run_id: NotRequired[str | None]
+    http_status: NotRequired[int]
+    error: NotRequired[str | None]
+
+
+class _ReadFailed(_Read):
+    event: Literal["failed"]
+    original_run_id: str
+    http_status: NotRequired[int | None]
+    error: NotRequired[str]
+
+
+class _ReadFinished(_Read):
+    event: Literal["finished"]
+    original_run_id: str
+    new_run_id: NotRequired[str]
+    outcome: NotRequired[str]
+
+
+class _ReadRejected(_Read):
+    event: Literal["rejected"]
+    line: NotRequired[int]
+    input: NotRequired[str]
+
+
+_READ: Final = TypeAdapter(
+    Annotated[
+        _ReadSessionStarted
+        | _ReadSessionEnded
+        | _ReadDispatched
+        | _ReadAttemptFailed
+        | _ReadSucceeded
+        | _ReadFailed
+        | _ReadFinished
+        | _ReadRejected,
+        Field(discriminator="event"),
+    ]
+)
+
+
 def read_records(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, object] | None]]:
-    """Each non-blank ledger line with its number: the record, or None when it is torn or
-    corrupt (not JSON, not an object, or no known `event`)."""
+    """Each non-blank ledger line with its number: the record (its fields that are read,
+    checked), or None when it is torn or corrupt (not JSON, not an object, no known
+    `event`, or a field of another type than the writer's)."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            record = None
-        if isinstance(record, dict) and record.get("event") in LEDGER_EVENTS:
-            yield number, record
-        else:
+            # A TypedDict is a plain dict: read it as one, by key, as the readers do.
+            yield number, cast("dict[str, object]", _READ.validate_json(line))
+        except ValidationError:
             yield number, None
 
 

@@ -18,6 +18,8 @@ from .ratestore import BudgetReport
 
 # The summary names this many in-doubt IDs; the ledger and `in_doubt` count hold the rest.
 SHOWN_IN_DOUBT: Final = 20
+# How a followed rerun can end other than `completed` (see waiting.py); each names its IDs.
+UNSETTLED_OUTCOMES: Final = frozenset({"failed_again", "needs_person", "timed_out", "lost"})
 
 
 class ExitCode(enum.IntEnum):
@@ -25,6 +27,7 @@ class ExitCode(enum.IntEnum):
     INCOMPLETE = 1  # some ID failed, was rejected or is in doubt
     USAGE = 2
     ABORTED = 3
+    SOFTWARE = 70  # EX_SOFTWARE (sysexits.h): an internal error, a bug to report
     SIGINT = 130
     SIGTERM = 143
 
@@ -174,7 +177,7 @@ def _seconds(at: object) -> float | None:
         return None
     try:
         return datetime.fromisoformat(at).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # not a time, or one no clock can hold
         return None
 
 
@@ -340,7 +343,9 @@ class LedgerReport:
         }
         if self.finished:
             fields["finished_by_outcome"] = dict(sorted(Counter(self.finished.values()).items()))
-            for outcome in sorted(set(self.finished.values()) - {"completed"}):
+            # Only the outcomes a run writes name a field: a ledger's own words cannot
+            # overwrite another (an outcome "in_doubt" would replace `in_doubt_ids`).
+            for outcome in sorted(set(self.finished.values()) & UNSETTLED_OUTCOMES):
                 ids = (i for i, o in self.finished.items() if o == outcome)
                 fields[f"{outcome}_ids"] = list(itertools.islice(ids, SHOWN_IN_DOUBT))
         return fields

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -122,9 +123,8 @@ class RerunSettings(BaseSettings):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        url = URL(value)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"{value!r} is not an http(s) URL")
+        if (problem := base_url_problem(value)) is not None:
+            raise ValueError(problem)
         return value.rstrip("/")
 
     @classmethod
@@ -148,6 +148,32 @@ class RerunSettings(BaseSettings):
 KEYS: Final = tuple(RerunSettings.model_fields)
 
 
+def base_url_problem(value: str) -> str | None:
+    """Why `value` cannot be the API's base URL, or None. The request paths are appended to
+    it as text, and it is logged and printed: a password in it would be shown, and a query
+    or a fragment would swallow the path. The message never repeats a password."""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "the URL holds whitespace or control characters"
+    try:
+        parts = urlsplit(value)
+        url = URL(value)
+    except ValueError:
+        return "the URL cannot be parsed"
+    if "@" in parts.netloc:
+        return (
+            "the URL holds a user or password (user:password@host), which would be logged;"
+            f" the token comes from {TOKEN_ENV} or --token-file"
+        )
+    if "?" in value:
+        return "the URL holds a query (?...); the API's paths are appended to the base URL"
+    if "#" in value:
+        return "the URL holds a fragment (#...); the API's paths are appended to the base URL"
+    if url.scheme not in ("http", "https") or not url.host:
+        # Without a scheme an '@' may still be a user's: then say so without repeating it.
+        return "not an http(s) URL" if "@" in value else f"{value!r} is not an http(s) URL"
+    return None
+
+
 class _AltostratBaseUrl(PydanticBaseSettingsSource):
     """`ALTOSTRAT_BASE_URL`, the API's own variable, under `ORCHESTRATOR_BASE_URL`."""
 
@@ -167,6 +193,10 @@ class Loaded:
     settings: RerunSettings
     origins: Mapping[str, str]
     config: Path | None
+
+    def invalid(self, key: str, problem: str, value: object = "") -> str:
+        """A one-line error about `key` (and its `value`), named as the user set it."""
+        return _invalid(key, problem, self.origins, self.config, value)
 
 
 def load_settings(
@@ -244,14 +274,19 @@ def _explain(exc: ValidationError, origins: Mapping[str, str], config: Path | No
     """One line naming the key as the user set it, and what is wrong with it."""
     error = exc.errors()[0]
     key = str(error["loc"][0]) if error["loc"] else "settings"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    origin = origins.get(key, "")
-    kind, _, where = origin.partition(" ")
+    return _invalid(key, str(error["msg"]).removeprefix("Value error, "), origins, config)
+
+
+def _invalid(
+    key: str, message: str, origins: Mapping[str, str], config: Path | None, value: object = ""
+) -> str:
+    kind, _, where = origins.get(key, "").partition(" ")
+    shown = f" {value}" if value != "" else ""
     if kind in ("flag", "env"):
-        return f"invalid {where}: {message}"
+        return f"invalid {where}{shown}: {message}"
     if kind == "file":
-        return f"invalid {key} in {config}: {message}"
-    return f"invalid {key}: {message}"
+        return f"invalid {key}{shown} in {config}: {message}"
+    return f"invalid {key}{shown}: {message}"
 
 
 def describe(settings: RerunSettings) -> dict[str, str]:
@@ -303,6 +338,15 @@ def token_status(env: Mapping[str, str], token_file: Path | None) -> tuple[str, 
     except ConfigError as exc:
         return "unset", f"{where}: {exc}" if token_file is not None else where
     return "set", where
+
+
+def known_secrets(env: Mapping[str, str], token_file: Path | None = None) -> list[str]:
+    """The token, when one is set, for logging to scrub: also a command that does not use
+    it may log an error that quotes it."""
+    try:
+        return [load_token(env, token_file)]
+    except ConfigError:
+        return []
 
 
 def environ() -> Mapping[str, str]:

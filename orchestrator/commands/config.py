@@ -6,8 +6,18 @@ import argparse
 import json
 import sys
 
+from ..console import configure_logging
+from ..escape import escape
 from ..ratestore import fingerprint
-from ..settings import ConfigError, RerunSettings, describe, environ, load_token, token_status
+from ..settings import (
+    ConfigError,
+    RerunSettings,
+    describe,
+    environ,
+    known_secrets,
+    load_token,
+    token_status,
+)
 from ._flags import add_settings_arguments, settings_from
 from ._types import Subcommands
 
@@ -52,7 +62,10 @@ def add_parser(commands: Subcommands) -> None:
 
 def run_show(args: argparse.Namespace) -> int:
     loaded = settings_from(args)
-    values = describe(loaded.settings)
+    settings = loaded.settings
+    secrets = known_secrets(environ(), settings.token_file)
+    configure_logging(settings.log_level, settings.log_format, secrets=secrets)
+    values = describe(settings)
     token, token_origin = token_status(environ(), loaded.settings.token_file)
     rows = [(key, values[key], loaded.origins[key]) for key in values]
     rows.append(("token", token, token_origin))
@@ -61,10 +74,12 @@ def run_show(args: argparse.Namespace) -> int:
         shown = {key: {"value": value, "source": origin} for key, value, origin in rows}
         sys.stdout.write(json.dumps(shown, indent=2) + "\n")
         return 0
+    # Paths and origins are the user's own text: shown escaped, as every value from outside.
+    rows = [(key, escape(value), escape(origin)) for key, value, origin in rows]
     width = max(len(key) for key, _, _ in rows)
     value_width = max(len(value) for _, value, _ in rows)
     if loaded.config is not None:
-        sys.stdout.write(f"# config file: {loaded.config}\n")
+        sys.stdout.write(f"# config file: {escape(str(loaded.config))}\n")
     for key, value, origin in rows:
         sys.stdout.write(f"{key:<{width}}  {value:<{value_width}}  {origin}\n")
     return 0

@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 from typing import BinaryIO, Final, TextIO
 
-from ..console import print_summary
+from ..console import configure_logging, print_summary
+from ..escape import csv_cell, escape
 from ..idstore import IdState
 from ..ledger import read_records
 from ..report import ExitCode, LedgerReport
-from ..settings import ConfigError
+from ..settings import ConfigError, environ, known_secrets
+from ._flags import add_log_arguments
 from ._types import Subcommands
 
 REPORT_EXAMPLES = """\
@@ -64,12 +66,18 @@ def add_parser(commands: Subcommands) -> None:
         default="csv",
         help="format of --mapping (default csv)",
     )
+    add_log_arguments(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     ledger: Path = args.ledger
     out = sys.stdout
+    configure_logging(
+        getattr(args, "log_level", "info"),
+        getattr(args, "log_format", "auto"),
+        secrets=known_secrets(environ()),
+    )
     try:
         with ledger.open("rb") as stream:
             if args.mapping:
@@ -82,11 +90,12 @@ def run(args: argparse.Namespace) -> int:
         raise  # the reader went away (`| head`): not a ledger problem
     except OSError as exc:
         raise ConfigError(f"cannot read ledger {ledger}: {exc.strerror or exc}") from None
+    # A ledger's text is data: a control character in it is shown escaped, never obeyed.
     if args.ids == "rejected":
-        out.writelines(f"{line}\n" for line in report.rejected.values())
+        out.writelines(f"{escape(line)}\n" for line in report.rejected.values())
         return ExitCode.OK
     if args.ids:
-        out.writelines(f"{run_id}\n" for run_id in report.ids(ID_STATES[args.ids]))
+        out.writelines(f"{escape(run_id)}\n" for run_id in report.ids(ID_STATES[args.ids]))
         return ExitCode.OK
     fields = report.summary(str(ledger), running)
     if out.isatty() and not args.json:
@@ -97,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_mapping(stream: BinaryIO, fmt: str, out: TextIO) -> None:
-    """Each succeeded record's original and new run ID, as read: nothing is held."""
+    """Each succeeded record's original and new run ID, as read: nothing is held. A CSV
+    cell is escaped and kept from reading as a formula (it goes into spreadsheets)."""
     writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
     if writer is not None:
         writer.writerow(["original_run_id", "new_run_id"])
@@ -106,7 +116,7 @@ def _print_mapping(stream: BinaryIO, fmt: str, out: TextIO) -> None:
             continue
         original, new = record.get("original_run_id"), record.get("new_run_id")
         if writer is not None:
-            writer.writerow([original, new or ""])
+            writer.writerow([csv_cell(original), csv_cell(new)])
         else:
             out.write(json.dumps({"original_run_id": original, "new_run_id": new}) + "\n")
 

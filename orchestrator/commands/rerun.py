@@ -25,6 +25,7 @@ from ..report import ExitCode, StopReason, exit_code, summary
 from ..settings import ConfigError, Loaded, RerunSettings, environ, load_token
 from ..source import InputError
 from ._flags import FLAGS, add_settings_arguments, settings_from
+from ._paths import ledger_problem, output_problem
 from ._types import Subcommands
 
 __all__ = ["FLAGS", "add_parser", "run"]
@@ -68,15 +69,19 @@ def add_parser(commands: Subcommands) -> None:
 def run(args: argparse.Namespace) -> int:
     loaded = settings_from(args)
     settings = loaded.settings
+    # Logging first (the token is scrubbed once it is read), so that anything said before
+    # the run starts, a bug's traceback included, goes where and as the user asked.
+    configure_logging(settings.log_level, settings.log_format)
     try:
         return _run(loaded, settings)
     except ConfigError:
-        _write_metrics(settings, None, ExitCode.USAGE)
+        if settings.metrics_file is not None and output_problem(settings.metrics_file) is None:
+            _write_metrics(settings, None, ExitCode.USAGE)
         raise
 
 
 def _run(loaded: Loaded, settings: RerunSettings) -> int:
-    _check_output_paths(settings)
+    _check_paths(loaded)
     token = None if settings.dry_run else load_token(environ(), settings.token_file)
     stderr = sys.stderr
     show_progress = settings.progress and not settings.dry_run and stderr.isatty()
@@ -141,14 +146,18 @@ def retry_command(loaded: Loaded) -> str:
     return f"orchestrator report {ledger} --ids failed | " + " ".join(args)
 
 
-def _check_output_paths(settings: RerunSettings) -> None:
-    """Fail before sending anything if an output file could not be written at the end."""
-    for name, path in (
-        ("--summary-json", settings.summary_json),
-        ("--metrics-file", settings.metrics_file),
-    ):
-        if path is not None and not path.resolve().parent.is_dir():
-            raise ConfigError(f"invalid {name} {path}: its directory does not exist")
+def _check_paths(loaded: Loaded) -> None:
+    """Fail before sending anything if the ledger is unusable, or an output file could not
+    be written at the end."""
+    settings = loaded.settings
+    write = not settings.dry_run
+    found = [("ledger", settings.ledger, ledger_problem(settings.ledger, write=write))]
+    for key in ("summary_json", "metrics_file"):
+        if (path := getattr(settings, key)) is not None:
+            found.append((key, path, output_problem(path)))
+    for key, path, problem in found:
+        if problem is not None:
+            raise ConfigError(loaded.invalid(key, problem, path))
 
 
 def _count_lines(source: str) -> int | None:
