@@ -104,7 +104,38 @@ def run_measured(
     )
 
 
-class Server:
+class _Child:
+    """A child process that is up between `start` and `stop` (or in a `with` block)."""
+
+    _process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Server(_Child):
     """A server process of `benchmarks.servers`, up between `start` and `stop`."""
 
     def __init__(self, kind: str, *args: str, log: Path) -> None:
@@ -139,30 +170,8 @@ class Server:
         utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
         return (utime + stime) / _CLK_TCK
 
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class RedisServer:
+class RedisServer(_Child):
     """A redis-server of our own on a free loopback port, writing nothing to disk (no RDB
     snapshot, no append-only file), up between `start` and `stop`."""
 
@@ -218,28 +227,6 @@ class RedisServer:
                 pass
             time.sleep(0.02)
         return False
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _free_port() -> int:

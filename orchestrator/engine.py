@@ -426,7 +426,9 @@ class Rerun:
             self.tally.in_doubt.append(run_id)
 
     def _retry_later(self, run_id: str, attempt: int, outcome: Retryable) -> None:
-        self._record_attempt(run_id, attempt, outcome, resendable=outcome.resendable)
+        self._record_attempt(
+            run_id, attempt, outcome.http_status, outcome.error, resendable=outcome.resendable
+        )
         self.tally.retries += 1
         log.info(
             "rerun.retry",
@@ -450,18 +452,27 @@ class Rerun:
         return answer.throttled
 
     def _record_attempt(
-        self, run_id: str, attempt: int, outcome: Retryable | Abort, *, resendable: bool
+        self,
+        run_id: str,
+        attempt: int,
+        http_status: int | None,
+        error: str,
+        *,
+        resendable: bool,
+        raw: str | None = None,
     ) -> None:
-        """An attempt that did not settle the ID: a retry follows, or the run stops."""
+        """An attempt that did not settle the ID: a retry follows, the run stops, or (not
+        resendable) the ID is in doubt."""
         assert self._writer is not None
         self._writer.append(
             AttemptFailed(
                 at=utc_now(),
                 original_run_id=run_id,
                 attempt=attempt,
-                http_status=outcome.http_status,
-                error=outcome.error,
+                http_status=http_status,
+                error=error,
                 resendable=resendable,
+                raw=raw,
             )
         )
 
@@ -499,19 +510,9 @@ class Rerun:
         connection cut after sending, a gateway's 502 or 504, a 2xx naming no valid new
         run): the rerun may exist. Recorded so, and never resent unless the operator asks
         (`--retry-in-doubt`)."""
-        assert self._writer is not None
         error = "bad_response" if isinstance(outcome, Accepted) else outcome.error
-        self._writer.append(
-            AttemptFailed(
-                at=utc_now(),
-                original_run_id=run_id,
-                attempt=attempt,
-                http_status=outcome.http_status,
-                error=error,
-                resendable=False,
-                raw=outcome.raw if isinstance(outcome, Accepted) else None,
-            )
-        )
+        raw = outcome.raw if isinstance(outcome, Accepted) else None
+        self._record_attempt(run_id, attempt, outcome.http_status, error, resendable=False, raw=raw)
         self._ids[run_id] = IdState.IN_DOUBT
         self.tally.in_doubt.append(run_id)
         if isinstance(outcome, Accepted):
@@ -559,7 +560,9 @@ class Rerun:
                     self._waiter.follow(run_id, outcome.new_run_id)
             case Abort():
                 # Refused, not done: the ID is sent again once the token is fixed.
-                self._record_attempt(run_id, attempt, outcome, resendable=True)
+                self._record_attempt(
+                    run_id, attempt, outcome.http_status, outcome.error, resendable=True
+                )
                 self._ids[run_id] = IdState.RESENDABLE
                 self._refused(outcome)
             case Failed() | Retryable():

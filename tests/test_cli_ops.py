@@ -5,15 +5,13 @@ error budget, and help that teaches."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
-import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.simulator import RunningSimulator, SimConfig
+from tests.clikit import run_cli
 from tests.rerunkit import make_ids
 
 pytestmark = pytest.mark.subprocess
@@ -24,19 +22,7 @@ TOKEN = "tok-ops-secret-42"
 async def orchestrator(
     *args: str, cwd: Path, stdin: bytes = b"", token: str | None = TOKEN, **extra: str
 ) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALTOSTRAT_", "ORCHESTRATOR_"))}
-    if token is not None:
-        env["ALTOSTRAT_TOKEN"] = token
-    env |= extra
-    with anyio.fail_after(30):
-        done = await anyio.run_process(
-            [sys.executable, "-m", "orchestrator", *args],
-            input=stdin,
-            cwd=cwd,
-            env=env,
-            check=False,
-        )
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
+    return await run_cli(*args, cwd=cwd, stdin=stdin, token=token, **extra)
 
 
 def metrics(path: Path) -> dict[str, float]:

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import sys
 from pathlib import Path
 
-import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.api import classify_status, rate_hint
 from orchestrator.pacing import Answer, Pacer, parse_retry_after
+from tests.clikit import run_cli
 from tests.fakeclock import FakeClock
 from tests.hostileserver import CUT, SILENT, accepted, hostile_server, respond
 
@@ -25,16 +23,7 @@ IDS = [f"fl_run_h{n:04d}" for n in range(4)]
 
 
 async def cli(*args: str, cwd: Path, stdin: bytes = b"") -> tuple[int, str, str]:
-    env = {**os.environ, "ALTOSTRAT_TOKEN": TOKEN, "ORCHESTRATOR_LOG_FORMAT": "json"}
-    with anyio.fail_after(30):
-        done = await anyio.run_process(
-            [sys.executable, "-m", "orchestrator", *args],
-            input=stdin,
-            cwd=cwd,
-            env=env,
-            check=False,
-        )
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
+    return await run_cli(*args, cwd=cwd, stdin=stdin, token=TOKEN, ORCHESTRATOR_LOG_FORMAT="json")
 
 
 def ledger_records(path: Path) -> list[dict[str, object]]:

@@ -7,13 +7,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
 import pytest
 import structlog
 from aiohttp import web
@@ -23,6 +20,7 @@ from hypothesis import strategies as st
 from orchestrator.console import configure_logging, print_summary
 from orchestrator.escape import csv_cell, escape
 from orchestrator.ledger import Dispatched, Failed, Rejected, SessionStarted, Succeeded
+from tests.clikit import run_cli
 
 AT = "2026-11-30T12:00:00.000Z"
 TOKEN = "tok-output-safety-77"
@@ -179,18 +177,7 @@ def test_the_summary_table_escapes_every_cell_and_reads_no_markup() -> None:
 async def orchestrator(
     *args: str, cwd: Path, stdin: bytes = b"", token: str | None = TOKEN
 ) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALTOSTRAT_", "ORCHESTRATOR_"))}
-    if token is not None:
-        env["ALTOSTRAT_TOKEN"] = token
-    with anyio.fail_after(30):
-        done = await anyio.run_process(
-            [sys.executable, "-m", "orchestrator", *args],
-            input=stdin,
-            cwd=cwd,
-            env=env,
-            check=False,
-        )
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
+    return await run_cli(*args, cwd=cwd, stdin=stdin, token=token)
 
 
 def hostile_ledger(path: Path) -> Path:
