@@ -341,3 +341,16 @@ async def test_at_debug_the_traceback_goes_to_stderr_without_the_token(
     assert lines[-1].startswith("orchestrator: internal error: RuntimeError")
     if command != "report":  # report reads no token, so it has none to scrub
         assert TOKEN not in err
+
+
+@pytest.mark.subprocess
+async def test_a_bug_in_rerun_writes_metrics_that_say_it_failed(tmp_path: Path) -> None:
+    """Cron alerting reads the metrics file: after a bug it must not keep the last run's
+    exit 0 and success time."""
+    metrics = tmp_path / "job.prom"
+    metrics.write_text("orchestrator_exit_code 0\norchestrator_last_success_timestamp_seconds 5\n")
+    code, _, _ = await crash("rerun", tmp_path, "--metrics-file", str(metrics))
+    assert code == 70
+    text = metrics.read_text()
+    assert "orchestrator_exit_code 70\n" in text
+    assert "orchestrator_last_success_timestamp_seconds 5\n" in text  # carried over

@@ -78,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
         if settings.metrics_file is not None and output_problem(settings.metrics_file) is None:
             _write_metrics(settings, None, ExitCode.USAGE)
         raise
+    except Exception:
+        # A bug (exit 70, said by the entry point): the metrics still say this run failed,
+        # so that cron alerting never sees the last run's success instead.
+        if settings.metrics_file is not None and output_problem(settings.metrics_file) is None:
+            _write_metrics(settings, None, ExitCode.SOFTWARE)
+        raise
 
 
 def _run(loaded: Loaded, settings: RerunSettings) -> int:
