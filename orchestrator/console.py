@@ -187,10 +187,26 @@ def summary_table(fields: Mapping[str, object], title: str) -> Table:
         table.add_row("rate budget", "", _budget(fields))
     if fields.get("abort_detail"):
         table.add_row("stopped", "", Text(str(fields["abort_detail"]), style="red"))
+    if isinstance(missing := fields.get("unrecorded"), int) and missing:
+        # Every one: the ledger does not have them, so this is where the operator finds them.
+        table.add_row("not in ledger", Text(f"{missing:,}", style="red"), _unrecorded(fields))
     table.add_row("ledger", "", str(fields.get("ledger", "")))
     if fields.get("retry_command"):
         table.add_row("retry failed", "", Text(str(fields["retry_command"]), style="cyan"))
     return table
+
+
+def _unrecorded(fields: Mapping[str, object]) -> str:
+    """`original → new` for each accepted rerun, `original (state)` for the others."""
+    mappings, outcomes = fields.get("unrecorded_mappings"), fields.get("unrecorded_outcomes")
+    parts = []
+    if isinstance(mappings, dict):
+        parts += [
+            f"{original} → {new or '(unreadable answer)'}" for original, new in mappings.items()
+        ]
+    if isinstance(outcomes, dict):
+        parts += [f"{original} ({state})" for original, state in outcomes.items()]
+    return ", ".join(parts)
 
 
 def _budget(fields: Mapping[str, object]) -> str:

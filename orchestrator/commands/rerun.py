@@ -126,7 +126,20 @@ def _run(loaded: Loaded, settings: RerunSettings) -> int:
     if (path := settings.summary_json) is not None:
         _write_or_log("summary_json", path, lambda: write_summary_json(path, fields))
     _write_metrics(settings, fields, code)
+    if result.ledger_error is not None:
+        print(ledger_error_line(str(settings.ledger), result.ledger_error, fields), file=stderr)
     return code
+
+
+def ledger_error_line(ledger: str, error: str, fields: Mapping[str, object]) -> str:
+    """The one line a run whose ledger failed ends with (exit 74), after its summary."""
+    missing = fields.get("unrecorded")
+    kept = (
+        f"{missing} outcomes it could not record are listed in the summary"
+        if isinstance(missing, int) and missing
+        else "no outcome is missing from it"
+    )
+    return f"orchestrator: error: cannot write ledger {ledger}: {error}; the run stopped, {kept}"
 
 
 def retry_command(loaded: Loaded) -> str:
