@@ -2,7 +2,8 @@
 
 No business logic lives here; each subcommand is a module of `orchestrator.commands`.
 Every error a user can cause ends in one line on stderr and exit 2; a bug ends in one
-line too, with the traceback (token scrubbed) at --log-level debug.
+line too, with the traceback (token scrubbed) at --log-level debug. A closed stdout ends
+a command with 141 and no message; a closed stderr stops nothing (writes to it are dropped).
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import structlog
 
 from . import __version__
 from .commands import config, report, rerun, select, simulate
-from .console import detach_stdout
+from .console import DropWhenGone, detach_stdout
 from .report import ExitCode
 from .settings import ConfigError
 
 PROG = "orchestrator"
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a tool cut off by `| head`
 
 EXAMPLES = """\
 examples:
@@ -60,10 +60,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    stderr = sys.stderr
+    sys.stderr = DropWhenGone(stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stderr = stderr
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = _parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = args.handler
-        return int(handler(args))
+        code = int(handler(args))
+        sys.stdout.flush()  # a reader gone before the last lines is found here, not at exit
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
@@ -73,8 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader of our output went away (`report --ids failed | head`): stop quietly,
         # as `cat` would, and keep Python from complaining when it flushes stdout at exit.
         detach_stdout()
-        return EXIT_BROKEN_PIPE
+        return ExitCode.BROKEN_PIPE
     except Exception as exc:  # last line of defence: one line, never a traceback
+        if isinstance(exc, ExceptionGroup) and exc.split(BrokenPipeError)[1] is None:
+            detach_stdout()  # the same, raised inside a task group
+            return ExitCode.BROKEN_PIPE
         structlog.get_logger(PROG).debug("internal_error", exc_info=exc)
         print(
             f"{PROG}: internal error: {type(exc).__name__} "
@@ -82,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return ExitCode.INCOMPLETE
+    return code
 
 
 if __name__ == "__main__":

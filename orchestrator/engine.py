@@ -70,6 +70,13 @@ log = structlog.get_logger("orchestrator")
 MAX_THROTTLES = 50
 # A paced request leaves at most this long after its slot (see _send_on_time).
 MAX_SEND_LAG_S = 0.05
+# Signals that drain the run: no new request, those in flight finish. SIGHUP is a dropped
+# terminal or SSH session.
+_STOP_SIGNALS = {
+    signal.SIGINT: StopReason.SIGINT,
+    signal.SIGTERM: StopReason.SIGTERM,
+    signal.SIGHUP: StopReason.SIGHUP,
+}
 
 
 @dataclass(frozen=True)
@@ -168,7 +175,7 @@ class Rerun:
 
         A second signal stops at once, cancelling the requests in flight too."""
         if self._stop_reason is not None:
-            if reason in (StopReason.SIGINT, StopReason.SIGTERM) and self._task_group:
+            if reason in _STOP_SIGNALS.values() and self._task_group:
                 log.warning("rerun.forced_stop", signal=reason.value)
                 self._task_group.cancel_scope.cancel()
             return
@@ -179,9 +186,15 @@ class Rerun:
             scope.cancel()
 
     async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        watched = [
+            signum
+            for signum in _STOP_SIGNALS
+            # Started under nohup: the operator asked to outlive the terminal.
+            if not (signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN)
+        ]
+        with anyio.open_signal_receiver(*watched) as signals:
             async for signum in signals:
-                reason = StopReason.SIGINT if signum == signal.SIGINT else StopReason.SIGTERM
+                reason = _STOP_SIGNALS[signal.Signals(signum)]
                 if not self.stopping:
                     log.warning(
                         "rerun.stopping",
@@ -369,9 +382,13 @@ class Rerun:
 
     def _plan(self, action: str, subject: str, why: str) -> None:
         """In a dry run, say on stdout what would happen to a line: tab-separated, for grep/cut."""
-        if self.settings.dry_run:
+        if self.settings.dry_run and not self.stopping:
             out = self._plumbing.stdout or sys.stdout
-            out.write(f"{action}\t{subject}\t{why}\n")
+            try:
+                out.write(f"{action}\t{subject}\t{why}\n")
+            except BrokenPipeError:
+                # The reader has seen enough (`| head`): the plan ends here, quietly.
+                self.request_stop(StopReason.OUTPUT_CLOSED)
 
     # ---- the workers ----------------------------------------------------------------------
 

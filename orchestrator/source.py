@@ -7,6 +7,7 @@ can take it, and a stdin that never ends (an idle pipe) cannot keep the process 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import sys
 import threading
@@ -24,7 +25,14 @@ from .settings import ConfigError
 
 # Lines handed over from the reader thread at a time: amortises the thread hop.
 _BATCH_LINES: Final = 512
-_LOOP_GONE: Final = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.RunFinishedError)
+# The run stopped reading, or ended: the lines left unread are not wanted. A hand-over
+# still pending when the loop closes is cancelled (concurrent.futures.CancelledError).
+_LOOP_GONE: Final = (
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.RunFinishedError,
+    concurrent.futures.CancelledError,
+)
 
 
 @dataclass(frozen=True, slots=True)

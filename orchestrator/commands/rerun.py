@@ -16,7 +16,7 @@ import anyio
 import structlog
 from rich.console import Console
 
-from ..console import configure_logging, print_summary, resolve_format
+from ..console import configure_logging, detach_stdout, print_summary, resolve_format
 from ..engine import Plumbing, run_rerun
 from ..ledger import LedgerLocked
 from ..metrics import write_metrics, write_summary_json
@@ -111,6 +111,9 @@ def _run(loaded: Loaded, settings: RerunSettings) -> int:
         log.error("input.unreadable", source=settings.source, error=str(exc))  # noqa: TRY400
         _write_metrics(settings, None, ExitCode.INCOMPLETE)
         return ExitCode.INCOMPLETE
+    if result.reason is StopReason.OUTPUT_CLOSED:
+        detach_stdout()  # the reader of the dry run's plan has seen enough (`| head`)
+        return ExitCode.BROKEN_PIPE
     code = exit_code(result)
     fields = summary(result)
     if result.tally.failed_total or result.tally.skipped_failed:
