@@ -250,8 +250,11 @@ class Rerun:
         self._pending = 0
         if self._waiter is not None:
             self.tally.polls = self._waiter.polls
-        if self._input_error is not None and self._ledger_error is None:
-            raise InputError(self._input_error)
+        if self._input_error is not None:
+            if self._ledger_error is None:
+                raise InputError(self._input_error)
+            # The ledger's failure decides the exit code; this one is only told.
+            log.error("input.unreadable", source=self.settings.source, error=self._input_error)
         if self._writer is None:
             return self._result(started)
         await self._writer.sync()
