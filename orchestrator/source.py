@@ -91,4 +91,7 @@ def _read(
         except OSError as exc:
             hand_over(InputFailed(exc.strerror or str(exc)))
         finally:
-            anyio.from_thread.run_sync(send.close, token=token)
+            try:
+                anyio.from_thread.run_sync(send.close, token=token)
+            except anyio.RunFinishedError:
+                send.close()  # the loop is gone: nothing else can touch the stream now
