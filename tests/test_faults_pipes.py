@@ -26,6 +26,7 @@ from orchestrator.ledger import replay_file
 from orchestrator.report import ExitCode, StopReason, exit_code
 from orchestrator.settings import load_settings
 from orchestrator.simulator import RunningSimulator, SimConfig
+from orchestrator.source import InputError
 from tests.fakeclock import FakeClock
 from tests.rerunkit import make_ids, read_ledger
 from tests.test_cli import TOKEN, _wait_for_event, env, write_ids
@@ -254,3 +255,28 @@ async def test_under_nohup_sighup_does_not_stop_the_run(tmp_path: Path) -> None:
                 code = await process.wait()
     assert code == ExitCode.OK
     assert Counter(sim.state.stats.accepted) == Counter(dict.fromkeys(ids, 1))
+
+
+async def test_an_input_that_breaks_off_is_still_an_input_error(tmp_path: Path) -> None:
+    """The reader thread's quiet end when the run stops early leaves this path alone, and
+    the lines read before the break are still sent."""
+
+    class BreaksOff(io.BytesIO):
+        def readline(self, size: int | None = -1) -> bytes:
+            if self.tell() > 100:
+                raise OSError(5, "Input/output error")
+            return super().readline(size)
+
+    ids = make_ids(50)
+    plumbing = Plumbing(
+        clock=FakeClock(),
+        rng=random.Random(0),
+        handle_signals=False,
+        stdin=BreaksOff("".join(f"{i}\n" for i in ids).encode()),  # 14 bytes a line
+    )
+    async with RunningSimulator(SimConfig(accept_any=True)) as sim:
+        given = {"ledger": tmp_path / "l.jsonl", "base_url": sim.base_url, "rate": "none"}
+        settings = load_settings(given, FLAGS).settings
+        with pytest.raises(InputError, match="Input/output error"):
+            await run_rerun(settings, sim.config.token, plumbing)
+    assert set(sim.state.stats.accepted) == set(ids[:8])  # 8 lines of 14 bytes were read
