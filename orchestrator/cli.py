@@ -3,6 +3,8 @@
 No business logic lives here; each subcommand is a module of `orchestrator.commands`.
 Every error a user can cause ends in one line on stderr and exit 2; a bug ends in one
 line too and exit 70, with the traceback (token scrubbed, on stderr) at --log-level debug.
+A closed stdout ends a command with 141 and no message; a closed stderr stops nothing
+(writes to it are dropped).
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ import structlog
 
 from . import __version__
 from .commands import config, report, rerun, select, simulate
-from .console import configure_logging, detach_stdout
+from .console import DropWhenGone, configure_logging, detach_stdout
 from .escape import escape
 from .report import ExitCode
 from .settings import ConfigError, environ, known_secrets
 
 PROG = "orchestrator"
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a tool cut off by `| head`
 
 EXAMPLES = """\
 examples:
@@ -61,11 +62,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    stderr = sys.stderr
+    sys.stderr = DropWhenGone(stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stderr = stderr
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args: argparse.Namespace | None = None
     try:
         args = _parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = args.handler
-        return int(handler(args))
+        code = int(handler(args))
+        sys.stdout.flush()  # a reader gone before the last lines is found here, not at exit
     except ConfigError as exc:
         # The message may quote what the user typed: one line, and no control characters.
         print(f"{PROG}: error: {escape(str(exc))}", file=sys.stderr)
@@ -76,9 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader of our output went away (`report --ids failed | head`): stop quietly,
         # as `cat` would, and keep Python from complaining when it flushes stdout at exit.
         detach_stdout()
-        return EXIT_BROKEN_PIPE
+        return ExitCode.BROKEN_PIPE
     except Exception as exc:  # last line of defence: one line, never a traceback
+        if isinstance(exc, ExceptionGroup) and exc.split(BrokenPipeError)[1] is None:
+            detach_stdout()  # the same, raised inside a task group
+            return ExitCode.BROKEN_PIPE
         return _internal_error(exc, args)
+    return code
 
 
 def _internal_error(exc: Exception, args: argparse.Namespace | None) -> int:

@@ -1,6 +1,7 @@
 """Logging set-up, done once at start-up: structlog to stderr, JSON off a terminal, and a
-processor that scrubs the token out of every event whatever its level or shape; and the
-summary table shown on a terminal at the end of a run or by `orchestrator report`.
+processor that scrubs the token out of every event whatever its level or shape; stderr
+made safe to write when its reader is gone; and the summary table shown on a terminal at
+the end of a run or by `orchestrator report`.
 
 What a terminal is shown never carries a control character from outside (see escape.py):
 console log values and every cell of the table are escaped; JSON escapes them itself."""
@@ -8,6 +9,7 @@ console log values and every cell of the table are escaped; JSON escapes them it
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -101,9 +103,59 @@ def escape_for_console(
 def detach_stdout() -> None:
     """The reader of stdout went away: point stdout at /dev/null, so that flushing it at
     exit cannot fail again (the recipe in the docs of Python's `signal` module)."""
+    _to_devnull(sys.stdout)
+
+
+def _to_devnull(stream: TextIO) -> None:
     with contextlib.suppress(OSError, ValueError):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
+class DropWhenGone(io.TextIOBase):
+    """stderr as this program writes it. A write that fails (the reader of a log pipe
+    exited, the terminal dropped) is dropped, and the descriptor is pointed at /dev/null,
+    so no later write fails again, nor Python's flush at exit: logging never stops a run."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self._stream.write(text)
+            except (OSError, ValueError):
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._drop()
+
+    def _drop(self) -> None:
+        self.gone = True
+        _to_devnull(self._stream)
+
+    def isatty(self) -> bool:
+        try:
+            return not self.gone and self._stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", None) or "utf-8"
 
 
 def resolve_format(log_format: str, stream: TextIO) -> str:
@@ -249,10 +301,26 @@ def summary_table(fields: Mapping[str, object], title: str) -> Table:
         _row(table, "rate budget", note=_budget(fields))
     if fields.get("abort_detail"):
         _row(table, "stopped", note=str(fields["abort_detail"]), style="red")
+    if isinstance(missing := fields.get("unrecorded"), int) and missing:
+        # Every one: the ledger does not have them, so this is where the operator finds them.
+        _row(table, "not in ledger", f"{missing:,}", _unrecorded(fields), style="red")
     _row(table, "ledger", note=str(fields.get("ledger", "")))
     if fields.get("retry_command"):
         _row(table, "retry failed", note=str(fields["retry_command"]), style="cyan")
     return table
+
+
+def _unrecorded(fields: Mapping[str, object]) -> str:
+    """`original → new` for each accepted rerun, `original (state)` for the others."""
+    mappings, outcomes = fields.get("unrecorded_mappings"), fields.get("unrecorded_outcomes")
+    parts = []
+    if isinstance(mappings, dict):
+        parts += [
+            f"{original} → {new or '(unreadable answer)'}" for original, new in mappings.items()
+        ]
+    if isinstance(outcomes, dict):
+        parts += [f"{original} ({state})" for original, state in outcomes.items()]
+    return ", ".join(parts)
 
 
 def _budget(fields: Mapping[str, object]) -> str:

@@ -6,14 +6,17 @@ one task parses them, drops what the ledger says is done, and feeds IDs through 
 stream to `concurrency` workers; each worker waits its turn at the shared pause and token
 bucket, makes its `dispatched` record durable, sends, and records the outcome.
 
-Stopping: a signal, an auth failure or `request_stop` stops reading and cancels every wait,
-so no new request starts; requests in flight finish (bounded by the request timeout). A
-second signal cancels everything at once: what was in flight is then in doubt.
+Stopping: a signal, an auth failure, a ledger that fails or `request_stop` stops reading
+and cancels every wait, so no new request starts; requests in flight finish (bounded by the
+request timeout). A second signal cancels everything at once: what was in flight is then in
+doubt. When the ledger fails, the outcomes it cannot take are kept for the summary, and a
+request whose `dispatched` record is not durable never leaves.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import random
@@ -39,8 +42,11 @@ from .idstore import IdState
 from .ledger import (
     AttemptFailed,
     Dispatched,
+    FileOps,
     Finished,
+    LedgerUnwritable,
     LedgerWriter,
+    Record,
     ResumeState,
     SessionEnded,
     SessionStarted,
@@ -64,6 +70,13 @@ log = structlog.get_logger("orchestrator")
 MAX_THROTTLES = 50
 # A paced request leaves at most this long after its slot (see _send_on_time).
 MAX_SEND_LAG_S = 0.05
+# Signals that drain the run: no new request, those in flight finish. SIGHUP is a dropped
+# terminal or SSH session.
+_STOP_SIGNALS = {
+    signal.SIGINT: StopReason.SIGINT,
+    signal.SIGTERM: StopReason.SIGTERM,
+    signal.SIGHUP: StopReason.SIGHUP,
+}
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,8 @@ class Plumbing:
     # Watches a sending session from start to end, such as the live progress display;
     # it is handed a function it may call from any thread for the counts so far.
     monitor: Callable[[Callable[[], Snapshot]], AbstractContextManager[object]] | None = None
+    # The ledger's system calls; tests fill the disk or fail an fsync here.
+    ledger_ops: FileOps | None = None
 
     @classmethod
     def default(cls) -> Plumbing:
@@ -120,6 +135,7 @@ class Rerun:
         self._reading = anyio.CancelScope()
         self._task_group: TaskGroup | None = None
         self._input_error: str | None = None
+        self._ledger_error: str | None = None
         self._in_flight: set[str] = set()
         self._write_lags: deque[float] = deque(maxlen=32)  # slot to durable dispatched, s
         self._pending = 0  # IDs handed to the workers and not yet settled
@@ -159,7 +175,7 @@ class Rerun:
 
         A second signal stops at once, cancelling the requests in flight too."""
         if self._stop_reason is not None:
-            if reason in (StopReason.SIGINT, StopReason.SIGTERM) and self._task_group:
+            if reason in _STOP_SIGNALS.values() and self._task_group:
                 log.warning("rerun.forced_stop", signal=reason.value)
                 self._task_group.cancel_scope.cancel()
             return
@@ -170,9 +186,15 @@ class Rerun:
             scope.cancel()
 
     async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        watched = [
+            signum
+            for signum in _STOP_SIGNALS
+            # Started under nohup: the operator asked to outlive the terminal.
+            if not (signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN)
+        ]
+        with anyio.open_signal_receiver(*watched) as signals:
             async for signum in signals:
-                reason = StopReason.SIGINT if signum == signal.SIGINT else StopReason.SIGTERM
+                reason = _STOP_SIGNALS[signal.Signals(signum)]
                 if not self.stopping:
                     log.warning(
                         "rerun.stopping",
@@ -202,6 +224,16 @@ class Rerun:
 
     async def run(self, source: BinaryIO) -> RunResult:
         started = self._clock.now()
+        if self._writer is not None:
+            # A ledger that takes not even this stops the run before a line is read.
+            self._record(
+                SessionStarted(
+                    at=utc_now(),
+                    version=__version__,
+                    source=self.settings.source,
+                    pid=os.getpid(),
+                )
+            )
         try:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
@@ -213,10 +245,28 @@ class Rerun:
             self._task_group = None
         # Left in flight only by a forced stop: the server may or may not have them.
         self.tally.in_doubt.extend(sorted(self._in_flight))
+        # Read, and stopped before any worker took them (workers settle what they take).
+        self.tally.not_sent += self._pending
+        self._pending = 0
         if self._waiter is not None:
             self.tally.polls = self._waiter.polls
         if self._input_error is not None:
-            raise InputError(self._input_error)
+            if self._ledger_error is None:
+                raise InputError(self._input_error)
+            # The ledger's failure decides the exit code; this one is only told.
+            log.error("input.unreadable", source=self.settings.source, error=self._input_error)
+        if self._writer is None:
+            return self._result(started)
+        await self._writer.sync()
+        if self._writer.failed is not None:
+            self._ledger_failed(self._writer.failed)
+        result = self._result(started)
+        ended = SessionEnded(at=utc_now(), exit_code=int(exit_code(result)), reason=result.reason)
+        if not self._record(ended):
+            result = self._result(started)
+        return result
+
+    def _result(self, started: float) -> RunResult:
         return RunResult(
             tally=self.tally,
             reason=self._stop_reason or StopReason.COMPLETED,
@@ -226,7 +276,33 @@ class Rerun:
             waited=self._waiter is not None,
             abort_detail=self._abort_detail,
             budget=None if self._pacer.shared is None else self._pacer.shared.report(),
+            ledger_error=self._ledger_error,
         )
+
+    # ---- the ledger -----------------------------------------------------------------------
+
+    def _record(self, record: Record) -> bool:
+        """Append a record; False when the ledger could not take it (the run then stops)."""
+        assert self._writer is not None
+        try:
+            self._writer.append(record)
+        except LedgerUnwritable as exc:
+            self._ledger_failed(exc)
+            return False
+        return True
+
+    def _ledger_failed(self, exc: LedgerUnwritable) -> None:
+        """Stop as a signal does; what the ledger cannot take is kept for the summary."""
+        if self._ledger_error is None:
+            self._ledger_error = str(exc)
+            log.error(
+                "ledger.unwritable",
+                ledger=str(self.settings.ledger),
+                error=self._ledger_error,
+                detail="no new request starts; requests in flight finish, and outcomes the "
+                "ledger cannot take are listed in the summary",
+            )
+        self.request_stop(StopReason.LEDGER, f"ledger: {self._ledger_error}")
 
     async def _pipeline(self, source: BinaryIO) -> None:
         concurrency = self.settings.concurrency
@@ -301,7 +377,7 @@ class Rerun:
         self._plan("reject", f"line {rejected.line}", rejected.reason)
         log.warning("input.rejected", line=rejected.line, reason=rejected.reason)
         if self._writer:
-            self._writer.append(
+            self._record(
                 RejectedRecord(
                     at=utc_now(), line=rejected.line, reason=rejected.reason, input=rejected.input
                 )
@@ -309,9 +385,13 @@ class Rerun:
 
     def _plan(self, action: str, subject: str, why: str) -> None:
         """In a dry run, say on stdout what would happen to a line: tab-separated, for grep/cut."""
-        if self.settings.dry_run:
+        if self.settings.dry_run and not self.stopping:
             out = self._plumbing.stdout or sys.stdout
-            out.write(f"{action}\t{subject}\t{why}\n")
+            try:
+                out.write(f"{action}\t{subject}\t{why}\n")
+            except BrokenPipeError:
+                # The reader has seen enough (`| head`): the plan ends here, quietly.
+                self.request_stop(StopReason.OUTPUT_CLOSED)
 
     # ---- the workers ----------------------------------------------------------------------
 
@@ -356,9 +436,14 @@ class Rerun:
                 return
             attempt += 1
             self._in_flight.add(run_id)
-            await self._writer.append_durable(
-                Dispatched(at=utc_now(), original_run_id=run_id, attempt=attempt)
-            )
+            try:
+                await self._writer.append_durable(
+                    Dispatched(at=utc_now(), original_run_id=run_id, attempt=attempt)
+                )
+            except LedgerUnwritable as exc:
+                self._in_flight.discard(run_id)
+                self._not_sent(run_id, attempt, last, exc)
+                return
             if not self._pacer.bucket.unlimited:
                 await self._send_on_time(sent_at)
             if attempt == 1:
@@ -416,6 +501,28 @@ class Rerun:
             return None
         return left[0]
 
+    def _not_sent(
+        self, run_id: str, attempt: int, last: Retryable | None, exc: LedgerUnwritable
+    ) -> None:
+        """The `dispatched` record is not durable, so the request does not leave."""
+        self._ledger_failed(exc)
+        if exc.written:
+            # Its line is in the ledger all the same: say the attempt never left, or the
+            # next run would hold the ID in doubt. Resendable unless an earlier attempt
+            # may have been accepted.
+            resendable = last is None or last.resendable
+            marker = AttemptFailed(
+                at=utc_now(),
+                original_run_id=run_id,
+                attempt=attempt,
+                http_status=None,
+                error="not_sent",
+                resendable=resendable,
+            )
+            if not self._record(marker):
+                self.tally.unrecorded_outcomes[run_id] = "resendable" if resendable else "in_doubt"
+        self._stopped_between_attempts(run_id, last)
+
     def _stopped_between_attempts(self, run_id: str, last: Retryable | None) -> None:
         if last is None:
             self.tally.not_sent += 1
@@ -463,18 +570,17 @@ class Rerun:
     ) -> None:
         """An attempt that did not settle the ID: a retry follows, the run stops, or (not
         resendable) the ID is in doubt."""
-        assert self._writer is not None
-        self._writer.append(
-            AttemptFailed(
-                at=utc_now(),
-                original_run_id=run_id,
-                attempt=attempt,
-                http_status=http_status,
-                error=error,
-                resendable=resendable,
-                raw=raw,
-            )
+        record = AttemptFailed(
+            at=utc_now(),
+            original_run_id=run_id,
+            attempt=attempt,
+            http_status=http_status,
+            error=error,
+            resendable=resendable,
+            raw=raw,
         )
+        if not self._record(record):
+            self.tally.unrecorded_outcomes[run_id] = "resendable" if resendable else "in_doubt"
 
     def _refused(self, outcome: Abort) -> None:
         """The API refused the token (to a rerun or a poll): stop everything."""
@@ -488,8 +594,8 @@ class Rerun:
         self.request_stop(StopReason.ABORTED, f"HTTP {outcome.http_status} {outcome.error}")
 
     def _record_finished(self, record: Finished) -> None:
-        assert self._writer is not None
-        self._writer.append(record)
+        if not self._record(record):
+            self.tally.unrecorded_outcomes[record.original_run_id] = record.outcome
         self.tally.finished[record.outcome] += 1
         if record.outcome != "completed":
             self.tally.unsettled_reruns.setdefault(record.outcome, []).append(
@@ -536,13 +642,12 @@ class Rerun:
 
     def _settle(self, run_id: str, attempt: int, outcome: Outcome) -> None:
         """Record the last word on an ID: accepted, failed for good, or the run aborts."""
-        assert self._writer is not None
         at = utc_now()
         match outcome:
             case Accepted(bad_response=True) | Retryable(resendable=False):
                 self._in_doubt(run_id, attempt, outcome)
             case Accepted():
-                self._writer.append(
+                recorded = self._record(
                     Succeeded(
                         at=at,
                         original_run_id=run_id,
@@ -552,6 +657,8 @@ class Rerun:
                         attempts=attempt,
                     )
                 )
+                if not recorded:
+                    self.tally.unrecorded_mappings[run_id] = outcome.new_run_id
                 self._ids[run_id] = IdState.SUCCEEDED
                 self.tally.succeeded += 1
                 self._budget.succeeded()
@@ -566,7 +673,7 @@ class Rerun:
                 self._ids[run_id] = IdState.RESENDABLE
                 self._refused(outcome)
             case Failed() | Retryable():
-                self._writer.append(
+                recorded = self._record(
                     FailedRecord(
                         at=at,
                         original_run_id=run_id,
@@ -575,6 +682,8 @@ class Rerun:
                         attempts=attempt,
                     )
                 )
+                if not recorded:
+                    self.tally.unrecorded_outcomes[run_id] = "failed"
                 self._ids[run_id] = IdState.FAILED
                 self.tally.failed[outcome.error] += 1
                 log.warning(
@@ -619,9 +728,9 @@ def _status_key(outcome: Outcome) -> str:
     return outcome.error
 
 
-def _open_ledger(settings: RerunSettings) -> LedgerWriter:
+def _open_ledger(settings: RerunSettings, ops: FileOps | None) -> LedgerWriter:
     try:
-        return LedgerWriter(settings.ledger, settings.fsync)
+        return LedgerWriter(settings.ledger, settings.fsync, ops)
     except OSError as exc:
         raise ConfigError(f"cannot open ledger {settings.ledger}: {exc.strerror or exc}") from None
 
@@ -641,14 +750,9 @@ async def run_rerun(
             resume = _resume(settings)
             return await Rerun(settings, None, None, resume, plumbing).run(source)
         assert token is not None
-        writer = _open_ledger(settings)
+        writer = _open_ledger(settings, plumbing.ledger_ops)
         cleanup.callback(writer.close)
         resume = _resume(settings)
-        writer.append(
-            SessionStarted(
-                at=utc_now(), version=__version__, source=settings.source, pid=os.getpid()
-            )
-        )
         shared = await open_shared(
             settings.store_spec, settings.base_url, token, settings.rate, plumbing.clock.now
         )
@@ -660,9 +764,11 @@ async def run_rerun(
             rerun = Rerun(settings, client, writer, resume, plumbing, shared=shared)
             with plumbing.monitor(rerun.snapshot) if plumbing.monitor else contextlib.nullcontext():
                 result = await rerun.run(source)
-        writer.append(
-            SessionEnded(at=utc_now(), exit_code=int(exit_code(result)), reason=result.reason)
-        )
+        writer.close()
+        if writer.failed is not None and result.ledger_error is None:
+            # The last fsync failed: what this session wrote may not be on disk.
+            log.error("ledger.unwritable", ledger=str(settings.ledger), error=str(writer.failed))
+            result = dataclasses.replace(result, ledger_error=str(writer.failed))
         return result
 
 

@@ -28,7 +28,10 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     ABORTED = 3
     SOFTWARE = 70  # EX_SOFTWARE (sysexits.h): an internal error, a bug to report
+    IOERR = 74  # sysexits' EX_IOERR: the ledger could not be written
+    SIGHUP = 129  # 128 + the signal, as a shell reports it
     SIGINT = 130
+    BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away (`| head`)
     SIGTERM = 143
 
 
@@ -36,6 +39,9 @@ class StopReason(enum.StrEnum):
     COMPLETED = "completed"
     ABORTED = "aborted"  # the server refused the token
     BUDGET = "budget_exhausted"  # the error budget is spent
+    LEDGER = "ledger_unwritable"  # a ledger write or fsync failed
+    OUTPUT_CLOSED = "output_closed"  # dry run: the reader of the plan went away
+    SIGHUP = "sighup"
     SIGINT = "sigint"
     SIGTERM = "sigterm"
 
@@ -69,6 +75,12 @@ class Tally:
     # connection, a 504): these may have been rerun twice.
     resent_after_doubt: list[str] = field(default_factory=list)
     would_send: int = 0  # dry run only
+    # Outcomes the ledger could not take (it failed mid-run), kept for the summary: accepted
+    # reruns (original -> new run ID), and the others' true state (`failed`, `resendable`,
+    # `in_doubt`, or how a followed new run ended). The ledger's last word on these is
+    # older than the truth.
+    unrecorded_mappings: dict[str, str | None] = field(default_factory=dict)
+    unrecorded_outcomes: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed_total(self) -> int:
@@ -102,18 +114,26 @@ class RunResult:
     abort_detail: str | None = None
     waited: bool = False  # rerun --wait followed the reruns to their end
     budget: BudgetReport | None = None  # the token's rate budget, when a store was open
+    ledger_error: str | None = None  # why the ledger could not be written, if it could not
 
 
 def exit_code(result: RunResult) -> ExitCode:
-    """The process exit code of a finished run: the stop reason first, then the outcomes."""
+    """The process exit code of a finished run: a ledger that failed first (whatever else
+    stopped the run, outcomes are missing from it), then the stop reason, then the outcomes."""
+    if result.ledger_error is not None:
+        return ExitCode.IOERR
     match result.reason:
         case StopReason.ABORTED | StopReason.BUDGET:
             return ExitCode.ABORTED
+        case StopReason.SIGHUP:
+            return ExitCode.SIGHUP
         case StopReason.SIGINT:
             return ExitCode.SIGINT
         case StopReason.SIGTERM:
             return ExitCode.SIGTERM
-        case StopReason.COMPLETED:
+        case StopReason.OUTPUT_CLOSED:
+            return ExitCode.BROKEN_PIPE
+        case StopReason.LEDGER | StopReason.COMPLETED:
             pass
     tally = result.tally
     if tally.failed_total or tally.rejected or tally.in_doubt or tally.skipped_failed:
@@ -160,6 +180,12 @@ def summary(result: RunResult) -> dict[str, object]:
             fields[f"{outcome}_ids"] = ids[:SHOWN_IN_DOUBT]
     if result.abort_detail:
         fields["abort_detail"] = result.abort_detail
+    if result.ledger_error is not None:
+        # Every one of them, not the first 20: this is the only place they are kept.
+        fields["ledger_error"] = result.ledger_error
+        fields["unrecorded"] = len(tally.unrecorded_mappings) + len(tally.unrecorded_outcomes)
+        fields["unrecorded_mappings"] = dict(tally.unrecorded_mappings)
+        fields["unrecorded_outcomes"] = dict(tally.unrecorded_outcomes)
     if result.budget is not None:
         fields.update(result.budget.fields())
     return fields

@@ -86,6 +86,8 @@ class SelectResult:
 def exit_code(result: SelectResult) -> ExitCode:
     if result.outcome is SelectOutcome.ABORTED:
         return ExitCode.ABORTED
+    if result.outcome is SelectOutcome.OUTPUT_CLOSED:
+        return ExitCode.BROKEN_PIPE  # as every command whose reader went away (`| head`)
     if any(w.error is not None for w in result.workflows.values()):
         return ExitCode.INCOMPLETE
     return ExitCode.OK

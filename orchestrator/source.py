@@ -7,6 +7,7 @@ can take it, and a stdin that never ends (an idle pipe) cannot keep the process 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import sys
 import threading
@@ -24,7 +25,6 @@ from .settings import ConfigError
 
 # Lines handed over from the reader thread at a time: amortises the thread hop.
 _BATCH_LINES: Final = 512
-_LOOP_GONE: Final = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.RunFinishedError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,23 +64,69 @@ def read_in_background(stream: BinaryIO) -> MemoryObjectReceiveStream[Batch]:
     return receive
 
 
+class _Unwanted(Exception):
+    """The run takes no more input: it stopped reading, or its event loop is gone."""
+
+
+async def _offer(send: MemoryObjectSendStream[Batch], item: Batch) -> bool:
+    """Hand a batch over, in the loop; False when the run takes no more."""
+    try:
+        await send.send(item)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        return False
+    except anyio.get_cancelled_exc_class():
+        # Only the loop shutting down cancels this task: the run is over. Returning, not
+        # raising, keeps asyncio from reporting it as an error at shutdown.
+        return False
+    return True
+
+
 def _read(
     stream: BinaryIO, send: MemoryObjectSendStream[Batch], token: anyio.lowlevel.EventLoopToken
 ) -> None:
     def hand_over(item: Batch) -> None:
-        anyio.from_thread.run(send.send, item, token=token)
-
-    with contextlib.suppress(*_LOOP_GONE):
         try:
-            batch: list[bytes] = []
-            for line in read_capped_lines(stream):
-                batch.append(line)
-                if len(batch) >= _BATCH_LINES:
-                    hand_over(batch)
-                    batch = []
-            if batch:
+            taken = anyio.from_thread.run(_offer, send, item, token=token)
+        except (anyio.RunFinishedError, concurrent.futures.CancelledError, RuntimeError):
+            # The loop ended, or closed between anyio's check and the call
+            # ("Event loop is closed").
+            taken = False
+        if not taken:
+            raise _Unwanted
+
+    wanted = True
+    batch: list[bytes] = []
+    try:
+        for line in read_capped_lines(stream):
+            batch.append(line)
+            if len(batch) >= _BATCH_LINES:
                 hand_over(batch)
-        except OSError as exc:
+                batch = []
+        if batch:
+            hand_over(batch)
+    except _Unwanted:
+        wanted = False
+    except OSError as exc:
+        with contextlib.suppress(_Unwanted):
+            if batch:  # what was read before the break is still sent
+                hand_over(batch)
             hand_over(InputFailed(exc.strerror or str(exc)))
-        finally:
+    except ValueError:
+        # The run stopped before the input's end and closed it under this thread.
+        if not stream.closed:
+            raise
+        wanted = False
+    finally:
+        _close(send, token, in_loop=wanted)
+
+
+def _close(
+    send: MemoryObjectSendStream[Batch], token: anyio.lowlevel.EventLoopToken, *, in_loop: bool
+) -> None:
+    """Close the thread's end. Once the run takes no more, nothing receives from the
+    stream and it is closed from here; otherwise the loop closes it (the end of input)."""
+    if in_loop:
+        with contextlib.suppress(anyio.RunFinishedError, RuntimeError):
             anyio.from_thread.run_sync(send.close, token=token)
+            return
+    send.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from orchestrator.commands.rerun import FLAGS
 from orchestrator.engine import Plumbing, run_rerun
+from orchestrator.ledger import FileOps
 from orchestrator.pacing import Backoff, Clock
 from orchestrator.report import RunResult, Snapshot
 from orchestrator.settings import load_settings
@@ -54,6 +55,7 @@ async def rerun(
     token: str | None = None,
     backoff: Backoff | None = None,
     monitor: Callable[[Callable[[], Snapshot]], AbstractContextManager[object]] | None = None,
+    ledger_ops: FileOps | None = None,
     **flags: object,
 ) -> Outcome:
     """Run one session over `lines` (given on stdin) with `--rate none` unless told otherwise."""
@@ -70,6 +72,7 @@ async def rerun(
         stdout=out,
         backoff=backoff or Backoff(),
         monitor=monitor,
+        ledger_ops=ledger_ops,
     )
     result = await run_rerun(settings, token or sim.config.token, plumbing)
     return Outcome(result, read_ledger(ledger), out.getvalue())

@@ -489,7 +489,8 @@ async def test_select_piped_into_rerun_reruns_exactly_the_failed_runs_of_the_las
 
 @pytest.mark.subprocess
 async def test_a_reader_that_goes_away_ends_select_quietly(tmp_path: Path) -> None:
-    """`orchestrator select … | head -1`: exit 0, and no traceback on stderr."""
+    """`orchestrator select … | head -1`: exit 141, as every command whose reader went
+    away, and no traceback on stderr."""
     async with RunningSimulator(SimConfig(runs=3000, workflows=1, token=TOKEN)) as sim:
         args = ["select", "--workflow", sim.state.workflow_ids[0], "--base-url", sim.base_url]
         read, write = os.pipe()
@@ -508,7 +509,7 @@ async def test_a_reader_that_goes_away_ends_select_quietly(tmp_path: Path) -> No
                     err += chunk
                 code = await process.wait()
     assert first.startswith(b"fl_run_")
-    assert code == 0
+    assert code == 141
     text = err.decode()
     assert "Traceback" not in text
     assert "Exception ignored" not in text

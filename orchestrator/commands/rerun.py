@@ -16,7 +16,7 @@ import anyio
 import structlog
 from rich.console import Console
 
-from ..console import configure_logging, print_summary, resolve_format
+from ..console import configure_logging, detach_stdout, print_summary, resolve_format
 from ..engine import Plumbing, run_rerun
 from ..ledger import LedgerLocked
 from ..metrics import write_metrics, write_summary_json
@@ -122,6 +122,9 @@ def _run(loaded: Loaded, settings: RerunSettings) -> int:
         log.error("input.unreadable", source=settings.source, error=str(exc))  # noqa: TRY400
         _write_metrics(settings, None, ExitCode.INCOMPLETE)
         return ExitCode.INCOMPLETE
+    if result.reason is StopReason.OUTPUT_CLOSED:
+        detach_stdout()  # the reader of the dry run's plan has seen enough (`| head`)
+        return ExitCode.BROKEN_PIPE
     code = exit_code(result)
     fields = summary(result)
     if result.tally.failed_total or result.tally.skipped_failed:
@@ -137,7 +140,20 @@ def _run(loaded: Loaded, settings: RerunSettings) -> int:
     if (path := settings.summary_json) is not None:
         _write_or_log("summary_json", path, lambda: write_summary_json(path, fields))
     _write_metrics(settings, fields, code)
+    if result.ledger_error is not None:
+        print(ledger_error_line(str(settings.ledger), result.ledger_error, fields), file=stderr)
     return code
+
+
+def ledger_error_line(ledger: str, error: str, fields: Mapping[str, object]) -> str:
+    """The one line a run whose ledger failed ends with (exit 74), after its summary."""
+    missing = fields.get("unrecorded")
+    kept = (
+        f"{missing} outcomes it could not record are listed in the summary"
+        if isinstance(missing, int) and missing
+        else "no outcome is missing from it"
+    )
+    return f"orchestrator: error: cannot write ledger {ledger}: {error}; the run stopped, {kept}"
 
 
 def retry_command(loaded: Loaded) -> str:
