@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sqlite3
 import sys
 import time
@@ -78,8 +79,8 @@ def hold(directory: Path, key: str, out: Path) -> int:
     with out.open("a", encoding="utf-8") as sink:
         sink.write("locked\n")
         sink.flush()
-    while True:  # until SIGKILL
-        time.sleep(60)
+    while True:  # until SIGKILL: no timer, just a wait for the signal
+        signal.pause()
 
 
 def main(argv: list[str]) -> int:
