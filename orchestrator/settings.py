@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+import structlog
 from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -193,6 +195,13 @@ class Loaded:
     settings: RerunSettings
     origins: Mapping[str, str]
     config: Path | None
+    # Unknown ORCHESTRATOR_* variables: each one line, to be logged once logging is set up.
+    warnings: tuple[str, ...] = ()
+
+    def warn(self) -> None:
+        """Log what loading the settings noticed but did not refuse."""
+        for warning in self.warnings:
+            structlog.get_logger("orchestrator").warning("config.unknown_variable", detail=warning)
 
     def invalid(self, key: str, problem: str, value: object = "") -> str:
         """A one-line error about `key` (and its `value`), named as the user set it."""
@@ -205,7 +214,7 @@ def load_settings(
     """Settings from flags (`given`, by field) over the environment over the TOML file at
     `config` over defaults. `flag_names` maps a field to its flag, so errors name it."""
     file_keys = _read_config(config) if config is not None else {}
-    env_names = _env_names()
+    env_names, warnings = _env_names()
     origins: dict[str, str] = {}
     for key in KEYS:
         if key in given:
@@ -223,7 +232,7 @@ def load_settings(
         settings = settings_cls(**dict[str, Any](given))
     except ValidationError as exc:
         raise ConfigError(_explain(exc, origins, config)) from None
-    return Loaded(settings, origins, config)
+    return Loaded(settings, origins, config, warnings)
 
 
 def _reading(config: Path) -> type[RerunSettings]:
@@ -250,17 +259,25 @@ def _read_config(path: Path) -> set[str]:
     return set(data)
 
 
-def _env_names() -> dict[str, str]:
-    """Settings keys set by `ORCHESTRATOR_*` variables, and each variable's name."""
+def _env_names() -> tuple[dict[str, str], tuple[str, ...]]:
+    """Settings keys set by `ORCHESTRATOR_*` variables, and each variable's name; and a
+    warning for each unknown one. Kubernetes' service links (a Service named
+    `orchestrator` in the pod's namespace sets ORCHESTRATOR_PORT=tcp://…,
+    ORCHESTRATOR_SERVICE_HOST and friends) are none of ours and pass in silence."""
     found: dict[str, str] = {}
+    warnings: list[str] = []
     for name, value in os.environ.items():
         if not name.upper().startswith(ENV_PREFIX) or not value:
             continue
         key = name[len(ENV_PREFIX) :].lower()
-        if key not in KEYS:
-            raise ConfigError(f"unknown variable {name}{_did_you_mean(key, ENV_PREFIX)}")
-        found[key] = name
-    return found
+        if key in KEYS:
+            found[key] = name
+        elif not _SERVICE_LINK.fullmatch(name.upper()):
+            warnings.append(f"unknown variable {name} ignored{_did_you_mean(key, ENV_PREFIX)}")
+    return found, tuple(warnings)
+
+
+_SERVICE_LINK: Final = re.compile(r"ORCHESTRATOR_(PORT(_.*)?|SERVICE_.*)")
 
 
 def _did_you_mean(key: str, prefix: str = "") -> str:

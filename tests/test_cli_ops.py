@@ -251,3 +251,25 @@ async def test_console_logs_end_with_the_summary_table(tmp_path: Path) -> None:
     assert "succeeded" in table
     assert "rerun-ledger.jsonl" in table
     assert "retry failed" not in table
+
+
+async def test_in_a_kubernetes_pod_service_links_are_ignored_and_typos_warned(
+    tmp_path: Path,
+) -> None:
+    """Kubernetes sets ORCHESTRATOR_PORT and ORCHESTRATOR_SERVICE_* for a Service named
+    `orchestrator`: the run goes on in silence. Another unknown ORCHESTRATOR_* variable
+    is a warning with a did-you-mean, and the run goes on too."""
+    pod = {
+        "ORCHESTRATOR_PORT": "tcp://10.96.0.12:80",
+        "ORCHESTRATOR_PORT_80_TCP": "tcp://10.96.0.12:80",
+        "ORCHESTRATOR_SERVICE_HOST": "10.96.0.12",
+        "ORCHESTRATOR_SERVICE_PORT": "80",
+    }
+    (tmp_path / "ids.txt").write_text("fl_run_k1\n")
+    for args in (["config", "show"], ["rerun", "ids.txt", "--dry-run"]):
+        code, _, err = await orchestrator(*args, cwd=tmp_path, **pod)
+        assert code == 0, err
+        assert "unknown_variable" not in err
+        code, _, err = await orchestrator(*args, cwd=tmp_path, ORCHESTRATOR_RAT="5/s", **pod)
+        assert code == 0, err
+        assert "unknown variable ORCHESTRATOR_RAT ignored (did you mean ORCHESTRATOR_RATE?)" in err

@@ -203,11 +203,21 @@ def test_bad_and_unknown_variables_are_named(clean_env: pytest.MonkeyPatch) -> N
         load_settings({}, FLAGS)
     clean_env.delenv("ORCHESTRATOR_RATE")
     clean_env.setenv("ORCHESTRATOR_CONCURENCY", "4")
-    with pytest.raises(
-        ConfigError,
-        match=r"^unknown variable ORCHESTRATOR_CONCURENCY \(did you mean ORCHESTRATOR_CONCURRENCY",
-    ):
-        load_settings({}, FLAGS)
+    loaded = load_settings({}, FLAGS)  # a warning, not an error: the run goes on
+    assert loaded.warnings == (
+        "unknown variable ORCHESTRATOR_CONCURENCY ignored (did you mean ORCHESTRATOR_CONCURRENCY?)",
+    )
+    assert loaded.settings.concurrency == 8
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ORCHESTRATOR_PORT", "ORCHESTRATOR_PORT_80_TCP_ADDR", "ORCHESTRATOR_SERVICE_HOST"],
+)
+def test_kubernetes_service_links_pass_in_silence(clean_env: pytest.MonkeyPatch, name: str) -> None:
+    """A Service named `orchestrator` in a pod's namespace sets these; none is ours."""
+    clean_env.setenv(name, "tcp://10.0.0.1:80")
+    assert load_settings({}, FLAGS).warnings == ()
 
 
 def test_a_flag_fixes_a_bad_value_below_it(tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ def run_show(args: argparse.Namespace) -> int:
     settings = loaded.settings
     secrets = known_secrets(environ(), settings.token_file)
     configure_logging(settings.log_level, settings.log_format, secrets=secrets)
+    loaded.warn()
     values = describe(settings)
     token, token_origin = token_status(environ(), loaded.settings.token_file)
     rows = [(key, values[key], loaded.origins[key]) for key in values]

@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     # Logging first (the token is scrubbed once it is read), so that anything said before
     # the run starts, a bug's traceback included, goes where and as the user asked.
     configure_logging(settings.log_level, settings.log_format)
+    loaded.warn()
     try:
         return _run(loaded, settings)
     except ConfigError:

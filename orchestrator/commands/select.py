@@ -156,7 +156,8 @@ def _criteria(args: argparse.Namespace, now: datetime) -> Criteria:
 def run(args: argparse.Namespace) -> int:
     env = environ()
     given = {k: v for k, v in vars(args).items() if k in _SHARED}
-    shared = load_settings(given, FLAGS, args.config).settings
+    loaded = load_settings(given, FLAGS, args.config)
+    shared = loaded.settings
     if args.limit is not None and args.limit < 1:
         raise ConfigError("invalid --limit: must be at least 1")
     settings = SelectSettings(
@@ -172,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
     )
     token = load_token(env, args.token_file or shared.token_file)
     configure_logging(shared.log_level, shared.log_format, secrets=[token])
+    loaded.warn()
     plumbing = SelectPlumbing(clock=RealClock(), rng=random.Random(), stdout=sys.stdout)
     result = anyio.run(run_select, settings, token, plumbing)
     if result.outcome is SelectOutcome.OUTPUT_CLOSED:
