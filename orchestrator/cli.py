@@ -10,9 +10,10 @@ A closed stdout ends a command with 141 and no message; a closed stderr stops no
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import structlog
 
@@ -41,10 +42,47 @@ run `orchestrator COMMAND --help` for each command's flags and examples.
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with one-line errors instead of a usage dump."""
+    """argparse, with one-line errors instead of a usage dump, no abbreviations (a script
+    that says `--conc` would change meaning the day a `--concise` flag came), and an
+    unknown flag told by the subcommand it was given to, with a did-you-mean."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            chosen = _chosen(self, parsed)
+            chosen.error(
+                f"unrecognized arguments: {' '.join(extras)}{_did_you_mean(chosen, extras)}"
+            )
+        return parsed
+
+
+def _chosen(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command parser that the arguments chose, deepest first."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices.get(getattr(parsed, action.dest, None) or "")
+            if isinstance(sub, argparse.ArgumentParser):
+                return _chosen(sub, parsed)
+    return parser
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    known = [o for action in parser._actions for o in action.option_strings]
+    for extra in extras:
+        if extra.startswith("--"):
+            close = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1, cutoff=0.6)
+            if close:
+                return f" (did you mean {close[0]}?)"
+    return ""
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -273,3 +273,34 @@ async def test_in_a_kubernetes_pod_service_links_are_ignored_and_typos_warned(
         code, _, err = await orchestrator(*args, cwd=tmp_path, ORCHESTRATOR_RAT="5/s", **pod)
         assert code == 0, err
         assert "unknown variable ORCHESTRATOR_RAT ignored (did you mean ORCHESTRATOR_RATE?)" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        # No abbreviation: `--conc` is not --concurrency, today or when a --concise comes.
+        (["rerun", "-", "--conc", "4"], "unrecognized arguments: --conc 4"),
+        (
+            ["rerun", "-", "--concurency", "4"],
+            "unrecognized arguments: --concurency 4 (did you mean --concurrency?)"
+            " (see orchestrator rerun --help)",
+        ),
+        (
+            ["config", "show", "--rate-stor", "none"],
+            "unrecognized arguments: --rate-stor (did you mean --rate-store?)"
+            " (see orchestrator config show --help)",
+        ),
+        (
+            ["select", "--workflow", "fl_a", "--limt", "3"],
+            "unrecognized arguments: --limt 3 (did you mean --limit?)"
+            " (see orchestrator select --help)",
+        ),
+    ],
+)
+async def test_an_unknown_or_abbreviated_flag_is_refused_by_its_subcommand(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    code, out, err = await orchestrator(*args, cwd=tmp_path)
+    assert (code, out) == (2, "")
+    assert said in err
+    assert len(err.strip().splitlines()) == 1
