@@ -12,6 +12,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, Final, TextIO
@@ -29,18 +30,38 @@ REDACTED: Final = "[redacted]"
 LEVELS: Final = ("debug", "info", "warning", "error")
 
 
+# A secret this long is redacted wherever it appears: no innocent text holds it. A shorter
+# one only where it stands whole, so that a token `wrong` leaves `/tmp/wrongtok.jsonl` be.
+WHOLE_BELOW: Final = 16
+# The characters of a bearer token (RFC 6750's b64token, padding aside).
+_TOKEN_CHAR: Final = r"A-Za-z0-9._~+/\-"  # noqa: S105 - a character class
+# Whatever follows "Bearer" is a credential, whichever token it is.
+_BEARER: Final = re.compile(r"(?i)(\bbearer\s+)[^\s'\",;]+")
+
+
 class RedactSecrets:
-    """Replaces every occurrence of the given secrets in event values (and nested values)."""
+    """Replaces the given secrets in event values (and nested values), and whatever
+    follows `Bearer`: an Authorization header, if one is ever logged, shows no credential."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # Secrets of fewer than 4 characters would redact innocent text and protect little.
-        self._secrets = tuple(s for s in secrets if len(s) >= 4)
+        kept = [s for s in secrets if len(s) >= 4]
+        self._secrets = tuple(s for s in kept if len(s) >= WHOLE_BELOW)
+        self._short = tuple(
+            re.compile(rf"(?<![{_TOKEN_CHAR}]){re.escape(s)}(?![{_TOKEN_CHAR}])")
+            for s in kept
+            if len(s) < WHOLE_BELOW
+        )
 
     def _scrub(self, value: object) -> object:
         if isinstance(value, str):
             for secret in self._secrets:
                 if secret in value:
                     value = value.replace(secret, REDACTED)
+            for pattern in self._short:
+                value = pattern.sub(REDACTED, value)
+            if "earer" in value:
+                value = _BEARER.sub(rf"\g<1>{REDACTED}", value)
             return value
         if isinstance(value, dict):
             return {k: self._scrub(v) for k, v in value.items()}
@@ -53,8 +74,6 @@ class RedactSecrets:
     def __call__(
         self, _logger: object, _name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        if not self._secrets:
-            return event_dict
         for key, value in event_dict.items():
             event_dict[key] = self._scrub(value)
         return event_dict

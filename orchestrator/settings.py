@@ -347,6 +347,21 @@ def load_token(env: Mapping[str, str], token_file: Path | None) -> str:
     return token
 
 
+# An Altostrat token is a JWT, hundreds of characters long; one shorter than this is
+# most likely a placeholder or a paste gone wrong.
+PLAUSIBLE_TOKEN_CHARS: Final = 32
+
+
+def warn_if_short(token: str | None) -> None:
+    """Log a warning when the token is implausibly short (never the token itself)."""
+    if token is not None and len(token) < PLAUSIBLE_TOKEN_CHARS:
+        structlog.get_logger("orchestrator").warning(
+            "token.short",
+            length=len(token),
+            detail="an Altostrat API token is a JWT, far longer: is this the right one?",
+        )
+
+
 def token_status(env: Mapping[str, str], token_file: Path | None) -> tuple[str, str]:
     """Whether a usable token is set, and where from; never the token itself."""
     where = f"token_file {token_file}" if token_file is not None else f"env {TOKEN_ENV}"

@@ -15,7 +15,7 @@ from orchestrator.settings import ConfigError, base_url_problem, load_settings
 from orchestrator.simulator import RunningSimulator, SimConfig
 
 PASSWORD = "pw-Secr3t-0451"
-TOKEN = "tok-base-url-31"
+TOKEN = "tok-base-url-31-padded-to-look-like-a-real-jwt"
 
 
 @pytest.mark.parametrize(

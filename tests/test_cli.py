@@ -22,7 +22,7 @@ from tests.rerunkit import make_ids, read_ledger
 
 pytestmark = pytest.mark.subprocess
 
-TOKEN = "tok-7f3a9c-very-secret"
+TOKEN = "tok-7f3a9c-very-secret-padded-to-look-like-a-real-jwt"
 
 
 @pytest.fixture

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from orchestrator.console import RedactSecrets
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.clikit import run_cli
 from tests.rerunkit import make_ids
 
 pytestmark = pytest.mark.subprocess
 
-TOKEN = "tok-ops-secret-42"
+TOKEN = "tok-ops-secret-42-padded-to-look-like-a-real-jwt"
 
 
 async def orchestrator(
@@ -304,3 +305,37 @@ async def test_an_unknown_or_abbreviated_flag_is_refused_by_its_subcommand(
     assert (code, out) == (2, "")
     assert said in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_short_secret_is_redacted_where_it_stands_whole_a_long_one_everywhere() -> None:
+    redact = RedactSecrets(["wrong", "a-long-secret-token-of-forty-characters!"])
+    event = {
+        "ledger": "/tmp/wrongtok.jsonl",  # not the token: left as it is
+        "said": "token wrong refused",
+        "header": "Authorization: Bearer eyJhbGciOi.J9.x",
+        "glued": "xa-long-secret-token-of-forty-characters!x",
+        "nested": ["wrong", {"k": "(wrong)"}],
+    }
+    assert redact(None, "", event) == {
+        "ledger": "/tmp/wrongtok.jsonl",
+        "said": "token [redacted] refused",
+        "header": "Authorization: Bearer [redacted]",
+        "glued": "x[redacted]x",
+        "nested": ["[redacted]", {"k": "([redacted])"}],
+    }
+
+
+async def test_an_implausibly_short_token_is_warned_of_and_never_garbles_a_path(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "ids.txt").write_text("")
+    code, _, err = await orchestrator(
+        "rerun", "ids.txt", "--ledger", "wrongtok.jsonl", "--base-url", "http://127.0.0.1:9",
+        "--log-format", "json", cwd=tmp_path, token="wrong",
+    )  # fmt: skip
+    assert code == 0, err
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    (short,) = [e for e in events if e["event"] == "token.short"]
+    assert short["length"] == 5
+    (starting,) = [e for e in events if e["event"] == "rerun.starting"]
+    assert starting["ledger"] == "wrongtok.jsonl"

@@ -21,7 +21,7 @@ from orchestrator.ledger import replay
 from orchestrator.report import LedgerReport
 from orchestrator.simulator import RunningSimulator, SimConfig
 
-TOKEN = "tok-error-path-12"
+TOKEN = "tok-error-path-12-padded-to-look-like-a-real-jwt"
 AT = "2026-11-30T12:00:00.000Z"
 
 # ---- the reader's contract, written out apart from the code --------------------------------

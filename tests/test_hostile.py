@@ -18,7 +18,7 @@ from tests.clikit import run_cli
 from tests.fakeclock import FakeClock
 from tests.hostileserver import CUT, SILENT, accepted, hostile_server, respond
 
-TOKEN = "hostile-test-token-0123456789"
+TOKEN = "hostile-test-token-0123456789-padded-to-look-like-a-real-jwt"
 IDS = [f"fl_run_h{n:04d}" for n in range(4)]
 
 

@@ -23,7 +23,7 @@ from orchestrator.ledger import Dispatched, Failed, Rejected, SessionStarted, Su
 from tests.clikit import run_cli
 
 AT = "2026-11-30T12:00:00.000Z"
-TOKEN = "tok-output-safety-77"
+TOKEN = "tok-output-safety-77-padded-to-look-like-a-real-jwt"
 # Characters a terminal or a text viewer obeys, or that make a line read other than it is.
 DANGEROUS = frozenset(
     chr(c)

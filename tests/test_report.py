@@ -30,7 +30,7 @@ from orchestrator.report import LedgerReport
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.rerunkit import make_ids
 
-TOKEN = "report-test-token"
+TOKEN = "report-test-token-padded-to-look-like-a-real-jwt"
 
 
 def at(second: float) -> str:

@@ -47,7 +47,7 @@ from tests.fakeclock import FakeClock
 from tests.test_api import _Response
 
 FIXED = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-TOKEN = "tok-5e1ec7-very-secret"
+TOKEN = "tok-5e1ec7-very-secret-padded-to-look-like-a-real-jwt"
 
 
 # ---- helpers -----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from ..ledger import LedgerLocked
 from ..metrics import write_metrics, write_summary_json
 from ..progress import LinesAbove, count_lines, live_progress
 from ..report import ExitCode, StopReason, exit_code, summary
-from ..settings import ConfigError, Loaded, RerunSettings, environ, load_token
+from ..settings import ConfigError, Loaded, RerunSettings, environ, load_token, warn_if_short
 from ..source import InputError
 from ._flags import FLAGS, add_settings_arguments, settings_from
 from ._paths import ledger_problem, output_problem
@@ -100,6 +100,7 @@ def _run(loaded: Loaded, settings: RerunSettings) -> int:
         stream=cast(TextIO, LinesAbove(console, stderr)) if console else stderr,
     )
     log = structlog.get_logger("orchestrator")
+    warn_if_short(token)
     if settings.source == "-" and sys.stdin.isatty():
         # Not an error (IDs may be pasted), but a run that seems to hang is worse.
         log.warning(

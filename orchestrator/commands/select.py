@@ -22,7 +22,7 @@ from ..selector import (
     run_select,
     summary,
 )
-from ..settings import ConfigError, environ, load_settings, load_token
+from ..settings import ConfigError, environ, load_settings, load_token, warn_if_short
 from ._flags import add_config_argument, add_log_arguments
 from ._types import Subcommands
 
@@ -174,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
     token = load_token(env, args.token_file or shared.token_file)
     configure_logging(shared.log_level, shared.log_format, secrets=[token])
     loaded.warn()
+    warn_if_short(token)
     plumbing = SelectPlumbing(clock=RealClock(), rng=random.Random(), stdout=sys.stdout)
     result = anyio.run(run_select, settings, token, plumbing)
     if result.outcome is SelectOutcome.OUTPUT_CLOSED:
