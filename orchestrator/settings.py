@@ -40,7 +40,7 @@ from .budget import Limit
 from .ledger import FsyncPolicy
 from .rates import format_rate, parse_rate
 from .ratestore import StoreSpec, parse_store_spec
-from .spans import parse_span
+from .spans import format_span, parse_span
 
 TOKEN_ENV: Final = "ALTOSTRAT_TOKEN"  # noqa: S105 - the variable's name, not a secret
 BASE_URL_ENV: Final = "ALTOSTRAT_BASE_URL"
@@ -117,7 +117,7 @@ class RerunSettings(BaseSettings):
             value = str(value)  # a count, as TOML writes it: max_failures = 50
         return Limit.parse(value) if isinstance(value, str) else value
 
-    @field_validator("wait_timeout", "poll_interval", mode="before")
+    @field_validator("timeout", "wait_timeout", "poll_interval", mode="before")
     @classmethod
     def _parse_span(cls, value: object) -> object:
         return parse_span(value) if isinstance(value, str) else value
@@ -313,6 +313,8 @@ def describe(settings: RerunSettings) -> dict[str, str]:
         value = getattr(settings, key)
         if key == "rate":
             shown[key] = format_rate(value)
+        elif key in ("timeout", "wait_timeout", "poll_interval"):
+            shown[key] = format_span(value)
         elif key == "rate_store":
             shown[key] = settings.store_spec.describe()
         elif value is None:

@@ -29,3 +29,16 @@ def _sum(raw: str, text: str) -> float:
     if not _SPANS.fullmatch(raw):
         raise ValueError(f"{text!r} is not a span such as 90s, 30m, 2h, 1d or 1h30m")
     return sum(float(n) * _UNIT_S[unit] for n, unit in _SPAN.findall(raw))
+
+
+def format_span(seconds: float) -> str:
+    """The inverse of parse_span, as a person would write it: `30s`, `1h`, `1h30m`,
+    `0.5s`; whole units where they divide evenly."""
+    if seconds <= 0 or seconds != int(seconds):
+        return f"{seconds:g}s"
+    left, parts = int(seconds), []
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            count, left = divmod(left, size)
+            parts.append(f"{count}{unit}")
+    return "".join(parts)

@@ -56,7 +56,7 @@ async def test_config_show_names_each_values_source_and_hides_the_token(tmp_path
     assert rows["rate"] == ["5/s", f"file {config}"]
     assert rows["concurrency"] == ["6", "env ORCHESTRATOR_CONCURRENCY"]
     assert rows["ledger"] == ["flag.jsonl", "flag --ledger"]
-    assert rows["timeout"] == ["30.0", "default"]
+    assert rows["timeout"] == ["30s", "default"]
     assert rows["token"] == ["set", "env ALTOSTRAT_TOKEN"]
     assert TOKEN not in out + err
 
@@ -339,3 +339,24 @@ async def test_an_implausibly_short_token_is_warned_of_and_never_garbles_a_path(
     assert short["length"] == 5
     (starting,) = [e for e in events if e["event"] == "rerun.starting"]
     assert starting["ledger"] == "wrongtok.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("flag", "given", "shown"),
+    [
+        ("--timeout", "30s", "30s"),
+        ("--timeout", "2.5", "2.5s"),
+        ("--timeout", "2m", "2m"),
+        ("--wait-timeout", "5400", "1h30m"),
+        ("--poll-interval", "90s", "1m30s"),
+    ],
+)
+async def test_every_duration_takes_the_same_forms_and_shows_as_written(
+    tmp_path: Path, flag: str, given: str, shown: str
+) -> None:
+    """Operator safety issue, item 7: `--timeout 30s` was refused while `--wait-timeout
+    30m` worked, and config show printed `3600.0` for `1h`."""
+    code, out, err = await orchestrator("config", "show", flag, given, cwd=tmp_path)
+    assert code == 0, err
+    (line,) = [row for row in out.splitlines() if row.startswith(flag[2:].replace("-", "_") + " ")]
+    assert line.split()[1] == shown

@@ -64,7 +64,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="share the token's rate budget: auto, DIR, redis://HOST:PORT/DB or none (auto)",
     )
     add("--max-attempts", type=int, default=S, metavar="N", help="attempts per ID in all (5)")
-    add("--timeout", type=float, default=S, metavar="SECONDS", help="per-request timeout (30)")
+    add("--timeout", default=S, metavar="DURATION", help="per-request timeout: 30s, 2m... (30s)")
     flag = argparse.BooleanOptionalAction
     add("--retry-failed", action=flag, default=S, help="resend IDs the ledger says failed")
     add(

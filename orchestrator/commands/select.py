@@ -117,10 +117,9 @@ def add_parser(commands: Subcommands) -> None:
     )
     add(
         "--timeout",
-        type=float,
         default=S,
-        metavar="SECONDS",
-        help="per-request timeout (default 30)",
+        metavar="DURATION",
+        help="per-request timeout: 30s, 2m, or seconds (default 30s)",
     )
     add_log_arguments(parser)
     add(
