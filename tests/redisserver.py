@@ -28,6 +28,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -128,48 +129,47 @@ def _start(program: str, directory: Path, password: str | None) -> RedisServer:
         argv += ["--appendonly", "no", "--dir", str(directory), "--daemonize", "no"]
         if password is not None:
             argv += ["--requirepass", password]
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
-            )
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         server = RedisServer(port, password, process, log)
         try:
-            _wait_until_up(server)
-        except _Exited:
-            if attempt == 2:
-                pytest.fail(f"redis-server exited at start:\n{server.log_tail()}")
-            continue
+            up = _wait_until_up(server)
         except BaseException:
             server.stop()
             raise
+        if not up:
+            if attempt == 2:
+                pytest.fail(f"redis-server exited at start:\n{server.log_tail()}")
+            continue
         return server
     raise AssertionError("unreachable")
 
 
-class _Exited(Exception):
-    pass
+def _wait_until_up(server: RedisServer) -> bool:
+    """Whether the server came up: its output is copied to its log by a thread that says
+    when it reads redis' "Ready to accept connections", or when the output ends (it
+    exited). A wait on an event, not a poll."""
+    said = threading.Event()
+    ready: list[bool] = []
 
+    def tee() -> None:
+        assert server.process.stdout is not None
+        with server.log.open("wb") as sink:
+            for line in server.process.stdout:
+                sink.write(line)
+                sink.flush()
+                if not ready and b"Ready to accept connections" in line:
+                    ready.append(True)
+                    said.set()
+        server.process.stdout.close()
+        said.set()
 
-def _wait_until_up(server: RedisServer) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if server.process.poll() is not None:
-            raise _Exited
-        try:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=0.5) as conn:
-                conn.sendall(_resp(("PING",)))
-                reply = _read_lines(conn, 1)[0]
-            # A server with a password answers NOAUTH: it is up all the same.
-            if reply == "+PONG" or reply.startswith("-NOAUTH"):
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            pytest.fail(
-                f"redis-server gave no answer to PING in {START_TIMEOUT_S} s:\n" + server.log_tail()
-            )
-        time.sleep(0.02)
+    threading.Thread(target=tee, daemon=True).start()
+    if not said.wait(START_TIMEOUT_S):
+        server.stop()
+        pytest.fail(f"redis-server was not ready in {START_TIMEOUT_S} s:\n{server.log_tail()}")
+    return bool(ready)
 
 
 def _free_port() -> int:
