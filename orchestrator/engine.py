@@ -60,7 +60,7 @@ from .pacing import Backoff, Clock, Pacer, RealClock, log_pacing
 from .report import RunResult, Snapshot, StopReason, Tally, exit_code
 from .settings import ConfigError, RerunSettings
 from .sharedrate import SharedSchedule, open_shared
-from .source import Batch, InputError, InputFailed, open_source, read_in_background
+from .source import Batches, InputError, InputFailed, open_source, read_in_background
 from .waiting import Waiter, WaitPolicy
 
 log = structlog.get_logger("orchestrator")
@@ -323,7 +323,7 @@ class Rerun:
                 self._waiter.close()
 
     async def _feed(
-        self, lines: MemoryObjectReceiveStream[Batch], ids: MemoryObjectSendStream[str]
+        self, lines: Batches, ids: MemoryObjectSendStream[str]
     ) -> None:
         async with lines, ids:
             with self._reading:

@@ -7,7 +7,6 @@ can take it, and a stdin that never ends (an idle pipe) cannot keep the process 
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import sys
 import threading
@@ -18,7 +17,6 @@ from typing import BinaryIO, Final
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .ids import read_capped_lines
 from .settings import ConfigError
@@ -51,82 +49,115 @@ def open_source(source: str, stdin: BinaryIO | None = None) -> BinaryIO:
         raise ConfigError(f"cannot read {source}: {exc.strerror or exc}") from None
 
 
-def read_in_background(stream: BinaryIO) -> MemoryObjectReceiveStream[Batch]:
+class Batches:
+    """The loop's end of the reader thread: batches of raw lines, then the end.
+
+    The thread waits for room on a semaphore and hands each batch over with a plain
+    callback in the loop (`send_nowait`, which cannot block once room is taken). No
+    coroutine is ever made in the thread: one made just as the loop shuts down would never
+    be awaited, and Python reports that as an error at interpreter exit.
+    """
+
+    def __init__(self, token: anyio.lowlevel.EventLoopToken, depth: int = 1) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream[Batch](depth)
+        self._room = threading.Semaphore(depth)
+        self._unwanted = threading.Event()
+        self._token = token
+
+    # The loop's side.
+
+    def __aiter__(self) -> Batches:
+        return self
+
+    async def __anext__(self) -> Batch:
+        try:
+            batch = await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+        self._room.release()
+        return batch
+
+    async def __aenter__(self) -> Batches:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Take no more: the thread stops at its next hand-over (or now, if it waits)."""
+        self._unwanted.set()
+        self._room.release()
+        self._receive.close()
+        self._send.close()
+
+    # The thread's side.
+
+    def hand_over(self, item: Batch) -> None:
+        """Block until the loop has room, then pass `item`; `_Unwanted` once it takes no more."""
+        self._room.acquire()
+        if self._unwanted.is_set():
+            self._room.release()  # another hand-over may be waiting too
+            raise _Unwanted
+        try:
+            anyio.from_thread.run_sync(self._put, item, token=self._token)
+        except (anyio.RunFinishedError, RuntimeError):
+            # The loop ended, or closed between anyio's check and the call.
+            raise _Unwanted from None
+
+    def _put(self, item: Batch) -> None:
+        try:
+            self._send.send_nowait(item)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise _Unwanted from None
+
+    def finish(self) -> None:
+        """The end of input: close the stream in the loop, so every batch is read first."""
+        with contextlib.suppress(anyio.RunFinishedError, RuntimeError):
+            anyio.from_thread.run_sync(self._send.close, token=self._token)
+            return
+        self._send.close()
+
+
+def read_in_background(stream: BinaryIO) -> Batches:
     """Start the reader thread; batches of raw lines arrive on the returned stream, which
-    closes at the end of input (after an `InputFailed` when the input broke off)."""
-    send, receive = anyio.create_memory_object_stream[Batch](1)
+    ends at the end of input (after an `InputFailed` when the input broke off)."""
+    batches = Batches(anyio.lowlevel.current_token())
     threading.Thread(
         target=_read,
-        args=(stream, send, anyio.lowlevel.current_token()),
+        args=(stream, batches),
         name="orchestrator-input",
         daemon=True,
     ).start()
-    return receive
+    return batches
 
 
 class _Unwanted(Exception):
     """The run takes no more input: it stopped reading, or its event loop is gone."""
 
 
-async def _offer(send: MemoryObjectSendStream[Batch], item: Batch) -> bool:
-    """Hand a batch over, in the loop; False when the run takes no more."""
-    try:
-        await send.send(item)
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-        return False
-    except anyio.get_cancelled_exc_class():
-        # Only the loop shutting down cancels this task: the run is over. Returning, not
-        # raising, keeps asyncio from reporting it as an error at shutdown.
-        return False
-    return True
-
-
-def _read(
-    stream: BinaryIO, send: MemoryObjectSendStream[Batch], token: anyio.lowlevel.EventLoopToken
-) -> None:
-    def hand_over(item: Batch) -> None:
-        try:
-            taken = anyio.from_thread.run(_offer, send, item, token=token)
-        except (anyio.RunFinishedError, concurrent.futures.CancelledError, RuntimeError):
-            # The loop ended, or closed between anyio's check and the call
-            # ("Event loop is closed").
-            taken = False
-        if not taken:
-            raise _Unwanted
-
+def _read(stream: BinaryIO, batches: Batches) -> None:
     wanted = True
     batch: list[bytes] = []
     try:
         for line in read_capped_lines(stream):
             batch.append(line)
             if len(batch) >= _BATCH_LINES:
-                hand_over(batch)
+                batches.hand_over(batch)
                 batch = []
         if batch:
-            hand_over(batch)
+            batches.hand_over(batch)
     except _Unwanted:
         wanted = False
     except OSError as exc:
         with contextlib.suppress(_Unwanted):
             if batch:  # what was read before the break is still sent
-                hand_over(batch)
-            hand_over(InputFailed(exc.strerror or str(exc)))
+                batches.hand_over(batch)
+            batches.hand_over(InputFailed(exc.strerror or str(exc)))
     except ValueError:
         # The run stopped before the input's end and closed it under this thread.
         if not stream.closed:
             raise
         wanted = False
     finally:
-        _close(send, token, in_loop=wanted)
-
-
-def _close(
-    send: MemoryObjectSendStream[Batch], token: anyio.lowlevel.EventLoopToken, *, in_loop: bool
-) -> None:
-    """Close the thread's end. Once the run takes no more, nothing receives from the
-    stream and it is closed from here; otherwise the loop closes it (the end of input)."""
-    if in_loop:
-        with contextlib.suppress(anyio.RunFinishedError, RuntimeError):
-            anyio.from_thread.run_sync(send.close, token=token)
-            return
-    send.close()
+        if wanted:
+            batches.finish()

@@ -4,18 +4,21 @@
 care that waits happened, one sleeper at a time). `autojump=False`: sleepers wait until the
 test calls `advance`, so a test can look at the world while every worker is parked; or,
 inside `async with clock.driven():`, until every task is blocked, when time jumps to the
-earliest deadline (trio's autojump clock): faithful for many concurrent sleepers.
+earliest deadline (trio's autojump clock): faithful for many concurrent sleepers. Work
+handed to a worker thread (the ledger's fsync) counts as running: time never jumps while
+it is out, whatever the disk's speed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Final
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
 # Loop turns without a change before time may jump: enough for a loopback round trip.
 _QUIET_TURNS: Final = 20
@@ -28,6 +31,8 @@ class FakeClock:
         self.slept: list[float] = []
         self._sleepers: list[tuple[float, anyio.Event]] = []
         self._changed = anyio.Event()
+        self._in_threads = 0
+        self._threads_idle = anyio.Event()
 
     def now(self) -> float:
         return self._now
@@ -58,10 +63,26 @@ class FakeClock:
     @asynccontextmanager
     async def driven(self) -> AsyncIterator[None]:
         assert not self.autojump
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._drive)
-            yield
-            tg.cancel_scope.cancel()
+        real = anyio.to_thread.run_sync
+
+        async def counted(func: Callable[..., object], *args: object, **kwargs: object) -> object:
+            self._in_threads += 1
+            try:
+                return await real(func, *args, **kwargs)  # type: ignore[arg-type]
+            finally:
+                self._in_threads -= 1
+                if not self._in_threads:
+                    self._threads_idle.set()
+                    self._threads_idle = anyio.Event()
+
+        anyio.to_thread.run_sync = counted  # type: ignore[assignment]
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._drive)
+                yield
+                tg.cancel_scope.cancel()
+        finally:
+            anyio.to_thread.run_sync = real
 
     async def _drive(self) -> None:
         while True:
@@ -80,11 +101,13 @@ class FakeClock:
         bunch up at the server. So the loop is turned until nothing moved for a while.
         """
         while True:
+            while self._in_threads:
+                await self._threads_idle.wait()
             await anyio.wait_all_tasks_blocked()
-            before = self._now, len(self._sleepers), self._activity()
+            before = self._now, len(self._sleepers), self._activity(), self._in_threads
             for _ in range(_QUIET_TURNS):
                 await anyio.lowlevel.checkpoint()
-            if (self._now, len(self._sleepers), self._activity()) == before:
+            if (self._now, len(self._sleepers), self._activity(), self._in_threads) == before:
                 return
 
     @staticmethod
