@@ -25,7 +25,14 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import structlog
-from pydantic import Field, ValidationError, field_validator
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -45,6 +52,8 @@ from .spans import format_span, parse_span
 TOKEN_ENV: Final = "ALTOSTRAT_TOKEN"  # noqa: S105 - the variable's name, not a secret
 BASE_URL_ENV: Final = "ALTOSTRAT_BASE_URL"
 ENV_PREFIX: Final = "ORCHESTRATOR_"
+# The documented limit of the API: 60 requests a minute per token.
+DEFAULT_RATE: Final = "60/min"
 
 
 class ConfigError(Exception):
@@ -63,7 +72,7 @@ class RerunSettings(BaseSettings):
     base_url: str = DEFAULT_BASE_URL
     concurrency: int = Field(default=8, ge=1, le=1024)
     # Requests per second; None means no client-side limit.
-    rate: float | None = Field(default=1.0)
+    rate: float | None = Field(default_factory=lambda: parse_rate(DEFAULT_RATE))
     # Where the token's rate budget is shared with other processes (see ratestore.py).
     rate_store: str = "auto"
     max_attempts: int = Field(default=5, ge=1, le=100)
@@ -90,10 +99,29 @@ class RerunSettings(BaseSettings):
     summary_json: Path | None = None
     metrics_file: Path | None = None
 
+    # The rate as the user wrote it (`60/min` stays `60/min`), for `config show`.
+    _rate_written: str | None = PrivateAttr(default=None)
+
     @field_validator("rate", mode="before")
     @classmethod
     def _parse_rate(cls, value: object) -> object:
         return parse_rate(value) if isinstance(value, str) else value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_rate_written(
+        cls, data: object, handler: ModelWrapValidatorHandler[RerunSettings]
+    ) -> RerunSettings:
+        model = handler(data)
+        written = data.get("rate", DEFAULT_RATE) if isinstance(data, dict) else None
+        if isinstance(written, str):
+            model._rate_written = "".join(written.split()).lower()
+        return model
+
+    @property
+    def rate_written(self) -> str:
+        """The rate as the user wrote it, or as they would have."""
+        return self._rate_written or format_rate(self.rate)
 
     @field_validator("rate_store")
     @classmethod
@@ -312,7 +340,7 @@ def describe(settings: RerunSettings) -> dict[str, str]:
     for key in KEYS:
         value = getattr(settings, key)
         if key == "rate":
-            shown[key] = format_rate(value)
+            shown[key] = settings.rate_written
         elif key in ("timeout", "wait_timeout", "poll_interval"):
             shown[key] = format_span(value)
         elif key == "rate_store":
@@ -328,6 +356,23 @@ def describe(settings: RerunSettings) -> dict[str, str]:
         else:
             shown[key] = str(value)
     return shown
+
+
+def typed(settings: RerunSettings) -> dict[str, object]:
+    """Each setting as a JSON value, for `config show --json`: numbers as numbers (a rate
+    in requests per second, a duration in seconds), booleans as booleans, unset as null."""
+    values: dict[str, object] = {}
+    for key in KEYS:
+        value = getattr(settings, key)
+        if isinstance(value, Path | FsyncPolicy):
+            values[key] = str(value.value if isinstance(value, FsyncPolicy) else value)
+        elif isinstance(value, Limit):
+            values[key] = (
+                {"count": value.count} if value.percent is None else {"percent": value.percent}
+            )
+        else:
+            values[key] = value
+    return values
 
 
 def load_token(env: Mapping[str, str], token_file: Path | None) -> str:

@@ -62,8 +62,52 @@ async def test_config_show_names_each_values_source_and_hides_the_token(tmp_path
 
     code, out, _ = await orchestrator("config", "show", "--json", cwd=tmp_path, token=None)
     shown = json.loads(out)
-    assert shown["token"] == {"value": "unset", "source": "env ALTOSTRAT_TOKEN"}
-    assert shown["rate"] == {"value": "1/s", "source": "default"}
+    assert shown["token"] == {"value": "unset", "text": "unset", "source": "env ALTOSTRAT_TOKEN"}
+    assert shown["rate"] == {"value": 1.0, "text": "60/min", "source": "default"}
+
+
+@pytest.mark.parametrize(
+    ("rate", "per_s"), [("60/min", 1.0), ("1/s", 1.0), ("90/min", 1.5), ("3600/h", 1.0)]
+)
+async def test_config_show_prints_the_rate_as_written_and_json_gives_it_per_second(
+    tmp_path: Path, rate: str, per_s: float
+) -> None:
+    """Operator safety issue, item 7: `config show` printed `rate 1/s` for `60/min`."""
+    code, out, err = await orchestrator("config", "show", "--rate", rate, cwd=tmp_path)
+    assert code == 0, err
+    (line,) = [row for row in out.splitlines() if row.startswith("rate ")]
+    assert line.split()[1] == rate
+    code, out, err = await orchestrator("config", "show", "--json", "--rate", rate, cwd=tmp_path)
+    assert code == 0, err
+    assert json.loads(out)["rate"] == {"value": per_s, "text": rate, "source": "flag --rate"}
+
+
+async def test_config_show_json_gives_typed_values(tmp_path: Path) -> None:
+    """Operator safety issue, item 7: `config show --json` gave every value as a string."""
+    config = tmp_path / "typed.toml"
+    config.write_text('timeout = "1m"\nmax_failures = "5%"\nmax_server_failures = 20\n')
+    code, out, err = await orchestrator(
+        "config",
+        "show",
+        "--json",
+        "--config",
+        str(config),
+        "--concurrency",
+        "3",
+        "--dry-run",
+        cwd=tmp_path,
+    )
+    assert code == 0, err
+    value = {key: row["value"] for key, row in json.loads(out).items()}
+    assert value["concurrency"] == 3
+    assert value["timeout"] == 60.0
+    assert value["dry_run"] is True
+    assert value["retry_failed"] is False
+    assert value["token_file"] is None
+    assert value["max_failures"] == {"percent": 5.0}
+    assert value["max_server_failures"] == {"count": 20}
+    assert value["ledger"] == "rerun-ledger.jsonl"
+    assert value["fsync"] == "batch"
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from ..settings import (
     known_secrets,
     load_token,
     token_status,
+    typed,
 )
 from ._flags import add_settings_arguments, settings_from
 from ._types import Subcommands
@@ -72,7 +73,13 @@ def run_show(args: argparse.Namespace) -> int:
     rows.append(("token", token, token_origin))
     rows.append(("rate_budget_key", *_budget_key(loaded.settings)))
     if args.json:
-        shown = {key: {"value": value, "source": origin} for key, value, origin in rows}
+        # `value` typed for scripts, `text` as the table shows it (and as a user writes it).
+        values_typed: dict[str, object] = {**typed(settings), "token": token}
+        values_typed["rate_budget_key"] = rows[-1][1]
+        shown = {
+            key: {"value": values_typed[key], "text": text, "source": origin}
+            for key, text, origin in rows
+        }
         sys.stdout.write(json.dumps(shown, indent=2) + "\n")
         return 0
     # Paths and origins are the user's own text: shown escaped, as every value from outside.
