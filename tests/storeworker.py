@@ -9,13 +9,21 @@ storeworker.py reserve DIR KEY RATE END OUT
 storeworker.py hold DIR KEY OUT
     Open the store's file with plain sqlite3, take the write lock (BEGIN IMMEDIATE),
     write a schedule that would pause every process for minutes if it were ever
-    committed, append `locked` to OUT and sleep, holding the lock, until killed.
+    committed, append `locked` to OUT and hold the lock until killed. With
+    `--stuck-for S` it plays a process stuck that long inside its transaction: it says
+    so on the signal pipe after S seconds, and still holds the lock until killed.
+
+Progress also goes, one byte per event, to the pipe whose write end is the file
+descriptor in $STOREWORKER_SIGNAL_FD, when set: `s` for each slot, `l` once the lock is
+held, `h` once it has been held for --stuck-for. The test waits on that pipe (a
+blocking read with a timeout), never by polling OUT.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sqlite3
 import sys
@@ -28,6 +36,12 @@ from orchestrator.localstore import FILE_NAME, LocalStore
 from orchestrator.ratestore import StoreError
 
 HELD_PAUSE_S = 250.0  # under MAX_PAUSE_S, so it would be obeyed if committed
+
+
+def tell(event: bytes) -> None:
+    """One byte on the signal pipe, when the test gave one."""
+    if (fd := os.environ.get("STOREWORKER_SIGNAL_FD")) is not None:
+        os.write(int(fd), event)
 
 
 class Clock:
@@ -62,6 +76,7 @@ async def reserve(directory: Path, key: str, rate: float, end: float, out: Path)
                 sent = time.monotonic()
                 sink.write(f"slot {slot!r} {sent!r} {grant.count}\n")
                 sink.flush()
+                tell(b"s")
         except StoreError as exc:
             sink.write(f"error {exc}\n")
             return 3
@@ -69,7 +84,7 @@ async def reserve(directory: Path, key: str, rate: float, end: float, out: Path)
             await store.close()
 
 
-def hold(directory: Path, key: str, out: Path) -> int:
+def hold(directory: Path, key: str, out: Path, stuck_for: float | None) -> int:
     db = sqlite3.connect(directory / FILE_NAME, timeout=5.0, isolation_level=None)
     db.execute("BEGIN IMMEDIATE")
     db.execute(
@@ -79,6 +94,10 @@ def hold(directory: Path, key: str, out: Path) -> int:
     with out.open("a", encoding="utf-8") as sink:
         sink.write("locked\n")
         sink.flush()
+    tell(b"l")
+    if stuck_for is not None:
+        time.sleep(stuck_for)  # the fault this process plays: stuck in a transaction
+        tell(b"h")
     while True:  # until SIGKILL: no timer, just a wait for the signal
         signal.pause()
 
@@ -96,9 +115,10 @@ def main(argv: list[str]) -> int:
     two.add_argument("directory", type=Path)
     two.add_argument("key")
     two.add_argument("out", type=Path)
+    two.add_argument("--stuck-for", type=float, default=None)
     args = parser.parse_args(argv)
     if args.mode == "hold":
-        return hold(args.directory, args.key, args.out)
+        return hold(args.directory, args.key, args.out, args.stuck_for)
     return asyncio.run(reserve(args.directory, args.key, args.rate, args.end, args.out))
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
+import select
 import signal
 import sqlite3
 import subprocess
@@ -643,21 +645,49 @@ class Workers:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[IO[bytes]] = []
+        self.signals: dict[int, int] = {}  # pid -> the read end of its signal pipe
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
         log = (self.tmp_path / f"worker{len(self.procs)}.log").open("wb")
         self.logs.append(log)
-        proc = subprocess.Popen(
-            [sys.executable, str(WORKER), *args], stdout=log, stderr=subprocess.STDOUT
-        )
+        read, write = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, str(WORKER), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write,),
+                env={**os.environ, "STOREWORKER_SIGNAL_FD": str(write)},
+            )
+        finally:
+            os.close(write)
+        self.signals[proc.pid] = read
         self.procs.append(proc)
         return proc
 
     def reserver(self, directory: Path, end: float, out: Path) -> subprocess.Popen[bytes]:
         return self.start("reserve", str(directory), KEY, repr(RATE), repr(end), str(out))
 
-    def holder(self, directory: Path, out: Path) -> subprocess.Popen[bytes]:
-        return self.start("hold", str(directory), KEY, str(out))
+    def holder(
+        self, directory: Path, out: Path, stuck_for: float | None = None
+    ) -> subprocess.Popen[bytes]:
+        stuck = () if stuck_for is None else ("--stuck-for", repr(stuck_for))
+        return self.start("hold", str(directory), KEY, str(out), *stuck)
+
+    def wait_for(
+        self, proc: subprocess.Popen[bytes], event: bytes, timeout: float, count: int = 1
+    ) -> None:
+        """Block until `proc` has told `event` `count` times on its signal pipe: a read
+        that wakes when the worker writes, bounded by `timeout`."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while seen < count:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.signals[proc.pid]], [], [], max(0.0, left))
+            assert ready, f"timed out waiting for {event!r} from {proc.args[2]}"
+            data = os.read(self.signals[proc.pid], 4096)
+            assert data, f"{proc.args[2]} ended before {event!r}: {self.output(proc)}"
+            seen += data.count(event)
 
     def output(self, proc: subprocess.Popen[bytes]) -> str:
         return (self.tmp_path / f"worker{self.procs.index(proc)}.log").read_text()
@@ -669,6 +699,9 @@ class Workers:
             proc.wait(timeout=5)
         for log in self.logs:
             log.close()
+        for fd in self.signals.values():
+            os.close(fd)
+        self.signals.clear()
 
 
 @contextmanager
@@ -693,17 +726,6 @@ def busiest_second(times: list[float]) -> int:
     """The most slots in any 1-second window [t, t + 1) that starts at a slot."""
     ordered = sorted(times)
     return max((bisect_left(ordered, t + 1.0) - i for i, t in enumerate(ordered)), default=0)
-
-
-def wait_until(done: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
-def has_line(path: Path, text: str) -> bool:
-    return path.exists() and text in path.read_text()
 
 
 def check_shared_rate(slots: list[Slot], workers: list[int], since: float) -> None:
@@ -756,15 +778,16 @@ def test_kill_9_leaves_no_stale_lock(tmp_path: Path) -> None:
     end = start + 4.3
     with workers(tmp_path) as pool:
         procs = [pool.reserver(directory, end, out) for out in outs]
-        wait_until(lambda: all(has_line(out, "slot") for out in outs), 3.0, "every worker")
-        time.sleep(max(0.0, start + 1.0 - time.monotonic()))
+        # About a second of sharing first: each of four takes RATE / 4 slots a second.
+        for proc in procs:
+            pool.wait_for(proc, b"s", 5.0, count=int(RATE / 4))
 
         procs[0].send_signal(signal.SIGKILL)
         assert procs[0].wait(timeout=5) == -signal.SIGKILL
 
-        holder = pool.holder(directory, held)
-        wait_until(lambda: has_line(held, "locked"), 3.0, "the holder to take the lock")
-        time.sleep(0.5)  # well under BUSY_TIMEOUT_S: the others wait rather than fail
+        # Stuck well under BUSY_TIMEOUT_S: the others wait rather than fail.
+        holder = pool.holder(directory, held, stuck_for=0.5)
+        pool.wait_for(holder, b"h", 5.0)
         holder.send_signal(signal.SIGKILL)
         assert holder.wait(timeout=5) == -signal.SIGKILL
         released = time.monotonic()
@@ -793,8 +816,8 @@ async def test_a_live_lock_holder_fails_the_others_after_the_busy_timeout(
         held = tmp_path / "held.txt"
         out = tmp_path / "slots.txt"
         with workers(tmp_path) as pool:
-            pool.holder(tmp_path, held)
-            wait_until(lambda: has_line(held, "locked"), 5.0, "the holder to take the lock")
+            holder = pool.holder(tmp_path, held)
+            pool.wait_for(holder, b"l", 5.0)
 
             # Another process: its reservation gives up with an error, it does not hang.
             began = time.monotonic()
