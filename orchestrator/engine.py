@@ -322,9 +322,7 @@ class Rerun:
                 log.info("wait.following", reruns=self._waiter.following)
                 self._waiter.close()
 
-    async def _feed(
-        self, lines: Batches, ids: MemoryObjectSendStream[str]
-    ) -> None:
+    async def _feed(self, lines: Batches, ids: MemoryObjectSendStream[str]) -> None:
         async with lines, ids:
             with self._reading:
                 async for batch in lines:
