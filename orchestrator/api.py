@@ -25,7 +25,7 @@ from typing import Final, TypeVar
 
 import aiohttp
 import structlog
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, RootModel, ValidationError
 
 from .ids import is_run_id
 from .pacing import Answer, RateHint, parse_retry_after
@@ -280,6 +280,10 @@ class AltostratClient:
         path = f"/workflows/{workflow_id}/executions"
         return await self._get_model(ExecutionsPage, path, {"page": str(page)}, MAX_PAGE_BYTES)
 
+    async def list_workflows(self) -> WorkflowList | Retryable | Failed | Abort:
+        """The token's workflows: `GET /workflows`, a JSON array of workflow objects."""
+        return await self._get_model(WorkflowList, "/workflows", None, MAX_PAGE_BYTES)
+
     async def _get_model(
         self, model: type[_M], path: str, params: dict[str, str] | None, cap: int
     ) -> _M | Retryable | Failed | Abort:
@@ -360,6 +364,14 @@ class ExecutionsPage(BaseModel):
     data: list[object]
     links: PageLinks | None = None
     meta: PageMeta | None = None
+
+
+class WorkflowList(RootModel[list[object]]):
+    """`GET /workflows`: a JSON array, anything else is a bad answer. The items are kept as
+    sent, to be read one by one (`selection.read_workflows`): one odd item never costs the
+    list."""
+
+    model_config = ConfigDict(frozen=True)
 
 
 @dataclass(frozen=True, slots=True)

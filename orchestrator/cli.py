@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import structlog
 
 from . import __version__
-from .commands import config, report, rerun, select, simulate
+from .commands import completion, config, report, rerun, select, simulate
 from .console import DropWhenGone, configure_logging, detach_stdout
 from .escape import escape
 from .report import ExitCode
@@ -96,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command in (rerun, select, report, config, simulate):
         command.add_parser(commands)
+    completion.add_parser(commands, parser)  # it describes the whole command line
     return parser
 
 

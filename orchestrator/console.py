@@ -324,8 +324,6 @@ def summary_table(fields: Mapping[str, object], title: str) -> Table:
         # Every one: the ledger does not have them, so this is where the operator finds them.
         _row(table, "not in ledger", f"{missing:,}", _unrecorded(fields), style="red")
     _row(table, "ledger", note=str(fields.get("ledger", "")))
-    if fields.get("retry_command"):
-        _row(table, "retry failed", note=str(fields["retry_command"]), style="cyan")
     return table
 
 
@@ -354,3 +352,8 @@ def _budget(fields: Mapping[str, object]) -> str:
 def print_summary(fields: Mapping[str, object], title: str, stream: TextIO) -> None:
     console = Console(file=stream, highlight=False, soft_wrap=False)
     console.print(summary_table(fields, title))
+    if command := fields.get("retry_command"):
+        # Below the table, on a line of its own that rich neither wraps nor crops: a
+        # command folded in a table cell cannot be pasted back into a shell.
+        console.print(Text("retry failed:", style="bold"))
+        console.print(Text(escape(str(command)), style="cyan"), soft_wrap=True)

@@ -303,7 +303,43 @@ def replay_file(path: Path, *, unfinished: bool = False) -> ResumeState:
 
 
 class LedgerLocked(Exception):
-    """Another process holds the ledger: running both would rerun the same IDs."""
+    """Another process holds the ledger: running both would rerun the same IDs.
+    `holder` is its PID, when the system says (see `lock_holder`)."""
+
+    def __init__(self, path: str, holder: int | None = None) -> None:
+        super().__init__(path)
+        self.path = path
+        self.holder = holder
+
+
+# Where Linux lists every file lock: "1: FLOCK  ADVISORY  WRITE 6496 fe:00:2146487 0 EOF".
+PROC_LOCKS: Final = Path("/proc/locks")
+
+
+def flock_holder(locks: str, major: int, minor: int, inode: int) -> int | None:
+    """The PID that holds a flock(2) lock on the file (device `major:minor`, `inode`), as
+    `/proc/locks` text lists it; None when no line names one. A process waiting for the
+    lock is listed with `->` and is not the holder. Pure."""
+    file_id = f"{major:02x}:{minor:02x}:{inode}"
+    for line in locks.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == file_id:
+            pid = fields[4]
+            # 0 (or nothing readable): a holder outside this PID namespace.
+            return int(pid) if pid.isascii() and pid.isdigit() and int(pid) > 0 else None
+    return None
+
+
+def lock_holder(fd: int) -> int | None:
+    """The PID holding the flock on the file open at `fd`. flock(2) itself never says
+    (F_GETLK sees only POSIX locks), but Linux lists every lock in /proc/locks; elsewhere,
+    or if the holder let go meanwhile, None."""
+    try:
+        st = os.fstat(fd)
+        locks = PROC_LOCKS.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    return flock_holder(locks, os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
 
 
 class LedgerUnwritable(Exception):
@@ -364,8 +400,9 @@ class LedgerWriter:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = lock_holder(self._fd)
             os.close(self._fd)
-            raise LedgerLocked(str(path)) from None
+            raise LedgerLocked(str(path), holder) from None
         self._written = 0
         self._synced = 0
         self._syncing = False

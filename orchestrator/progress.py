@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Final, TextIO
 
-from rich.console import Console, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -29,6 +30,11 @@ RATE_WINDOW_S: Final = 5.0
 THROUGHPUT_WINDOW_S: Final = 30.0
 # Requests per line are measured once this many lines are settled; before, one is assumed.
 _MIN_LINES_MEASURED: Final = 20
+# The bar's width on a wide terminal, and the least it shrinks to before it is left out.
+_BAR_WIDTH: Final = 30
+_MIN_BAR_WIDTH: Final = 10
+# Counts of this rank or lower (done/total, succeeded, failed, ETA) outrank the bar itself.
+_ESSENTIAL_RANK: Final = 2
 
 
 def eta_seconds(
@@ -88,7 +94,14 @@ class ProgressView:
             return None
         return (newest[index] - oldest[index]) / (newest[0] - oldest[0])
 
-    def __rich__(self) -> RenderableType:
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.render(options.max_width)
+
+    def render(self, width: int) -> Table:
+        """The display in at most `width` columns: one line that never wraps. A narrow
+        terminal gets a shorter bar and the counts that matter most: the least needed go
+        first (elapsed, in flight, 429s, rates, --wait's), then the bar, and what still
+        does not fit is cut with an ellipsis."""
         snap = self._snapshot()
         now = self._clock()
         self._samples.append((now, snap.requests, snap.done))
@@ -104,28 +117,57 @@ class ProgressView:
             snap.target_rate,
             self._rate(now, 2, THROUGHPUT_WINDOW_S),
         )
-        counts = Text.assemble(
-            (f"{snap.done:,}", "bold"),
-            f"/{total:,}" if known else f"/{total:,}+",
-            "  ",
-            (f"✓ {snap.succeeded:,}", "green"),
-            "  ",
-            (f"✗ {snap.failed:,}", "red" if snap.failed else ""),
-            f"  ⇄ {snap.in_flight} in flight",
-            f"  {0.0 if current is None else current:.1f}/s",
-            f" of {format_rate(snap.target_rate, digits=3)}",
-            ("  429s " + f"{snap.rate_limited:,}", "yellow" if snap.rate_limited else ""),
-            f"  elapsed {format_duration(now - self._started)}",
-            f"  ETA {format_duration(eta)}",
-        )
+        # (text, style, rank): shown in this order; the highest rank is left out first.
+        parts: list[tuple[str, str, int]] = [
+            (f"{snap.done:,}" + (f"/{total:,}" if known else f"/{total:,}+"), "bold", 0),
+            (f"✓ {snap.succeeded:,}", "green", 1),
+            (f"✗ {snap.failed:,}", "red" if snap.failed else "", 1),
+            (f"⇄ {snap.in_flight} in flight", "", 6),
+            (
+                f"{0.0 if current is None else current:.1f}/s"
+                f" of {format_rate(snap.target_rate, digits=3)}",
+                "",
+                4,
+            ),
+            (f"429s {snap.rate_limited:,}", "yellow" if snap.rate_limited else "", 5),
+            (f"elapsed {format_duration(now - self._started)}", "", 7),
+            (f"ETA {format_duration(eta)}", "", 2),
+        ]
         if snap.following is not None:
-            counts.append(f"  waiting for {snap.following:,}, {snap.ended:,} ended")
+            parts.append((f"waiting for {snap.following:,}, {snap.ended:,} ended", "", 3))
+        bar_width = max(_MIN_BAR_WIDTH, min(_BAR_WIDTH, width // 5))
+        essential = [part for part in parts if part[2] <= _ESSENTIAL_RANK]
+        show_bar = _cells(essential) <= width - bar_width - 1
+        counts = _fit(parts, width - bar_width - 1 if show_bar else width)
         grid = Table.grid(padding=(0, 1))
-        grid.add_row(
-            ProgressBar(total=total if known and total else None, completed=snap.done, width=30),
-            counts,
-        )
+        cells: list[ProgressBar | Text] = [counts]
+        if show_bar:
+            bar_total = total if known and total else None
+            cells.insert(0, ProgressBar(total=bar_total, completed=snap.done, width=bar_width))
+        grid.add_row(*cells)
         return grid
+
+
+_GAP: Final = "  "
+
+
+def _cells(parts: list[tuple[str, str, int]]) -> int:
+    return cell_len(_GAP.join(text for text, _, _ in parts))
+
+
+def _fit(parts: list[tuple[str, str, int]], room: int) -> Text:
+    """The parts that fit in `room` columns, dropping the highest ranks first; never
+    more than one line (what still does not fit is cut with an ellipsis)."""
+    kept = list(parts)
+    while len(kept) > 1 and _cells(kept) > room:
+        kept.remove(max(kept, key=lambda part: part[2]))
+    line = Text(no_wrap=True, overflow="ellipsis")
+    for index, (text, style, _) in enumerate(kept):
+        if index:
+            line.append(_GAP)
+        line.append(text, style)
+    line.truncate(room, overflow="ellipsis")
+    return line
 
 
 class LinesAbove(io.TextIOBase):

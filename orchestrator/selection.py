@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .api import ExecutionsPage, RunObject
+from .api import ExecutionsPage, RunObject, WorkflowList
 from .ids import RUN_ID_PREFIX, is_run_id
 from .spans import is_span, parse_span
 
@@ -157,6 +157,41 @@ def read_item(raw: object) -> Listed | Unreadable:
         return Unreadable("id is not a run ID", run.id[:100])
     at = parse_api_time(run.created_at) or parse_api_time(run.started_at)
     return Listed(run.id, run.status, at, raw)
+
+
+# ---- which workflows (--all-workflows) -------------------------------------------------
+
+
+class _WorkflowObject(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Workflows:
+    """What `GET /workflows` named: the IDs to walk, each once in the order listed, and
+    the items that are not usable workflow objects."""
+
+    ids: tuple[str, ...]
+    unreadable: tuple[Unreadable, ...]
+
+
+def read_workflows(listing: WorkflowList) -> Workflows:
+    ids: dict[str, None] = {}
+    unreadable: list[Unreadable] = []
+    for raw in listing.root:
+        try:
+            workflow_id = _WorkflowObject.model_validate(raw).id
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"]) or "item"
+            unreadable.append(Unreadable(f"{where}: {error['msg']}"))
+            continue
+        if (problem := workflow_problem(workflow_id)) is not None:
+            unreadable.append(Unreadable(f"id {problem}", workflow_id[:100]))
+        else:
+            ids[workflow_id] = None
+    return Workflows(tuple(ids), tuple(unreadable))
 
 
 class Verdict(enum.Enum):

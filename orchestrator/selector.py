@@ -1,6 +1,9 @@
 """`orchestrator select`, the session: page through each workflow's executions and print
 the runs that match, one a line.
 
+With `--all-workflows` the session first asks `GET /workflows` for the token's
+workflows, paced and retried as a page is, then walks each as if it had been named.
+
 API pages → `selection.Walk` (repeats, window, when to stop) → stdout, flushed page by
 page so that a `rerun` reading the pipe starts at once. One request at a time, each
 through the one `Pacer` and `call_with_retries`, with the same rate, Retry-After pause,
@@ -14,18 +17,36 @@ import functools
 import json
 import random
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final, TextIO
+from typing import Final, TextIO, TypeVar
 
 import aiohttp
 import structlog
 
-from .api import DEFAULT_BASE_URL, Abort, AltostratClient, ExecutionsPage, Failed, Retryable
+from .api import (
+    DEFAULT_BASE_URL,
+    Abort,
+    AltostratClient,
+    ExecutionsPage,
+    Failed,
+    Retryable,
+    WorkflowList,
+)
 from .calls import RetryNote, call_with_retries
 from .pacing import Backoff, Clock, Pacer
 from .ratestore import NO_STORE, BudgetReport, StoreSpec
 from .report import ExitCode
-from .selection import Criteria, Fed, Listed, PagingError, Walk, WalkStats, read_page
+from .selection import (
+    Criteria,
+    Fed,
+    Listed,
+    PagingError,
+    Walk,
+    WalkStats,
+    read_page,
+    read_workflows,
+)
 from .sharedrate import SharedSchedule, open_shared
 
 log = structlog.get_logger("orchestrator")
@@ -33,11 +54,14 @@ log = structlog.get_logger("orchestrator")
 # Warnings and the summary name this many runs; the counts hold the rest.
 SHOWN: Final = 20
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class SelectSettings:
-    workflows: tuple[str, ...]
+    workflows: tuple[str, ...]  # empty with all_workflows: the API names them
     criteria: Criteria
+    all_workflows: bool = False
     limit: int | None = None
     as_json: bool = False
     base_url: str = DEFAULT_BASE_URL
@@ -81,6 +105,7 @@ class SelectResult:
     elapsed_s: float
     abort_detail: str | None = None
     budget: BudgetReport | None = None  # the token's rate budget, when a store was open
+    listing_error: str | None = None  # --all-workflows: why GET /workflows gave no list
 
 
 def exit_code(result: SelectResult) -> ExitCode:
@@ -88,6 +113,8 @@ def exit_code(result: SelectResult) -> ExitCode:
         return ExitCode.ABORTED
     if result.outcome is SelectOutcome.OUTPUT_CLOSED:
         return ExitCode.BROKEN_PIPE  # as every command whose reader went away (`| head`)
+    if result.listing_error is not None:
+        return ExitCode.INCOMPLETE
     if any(w.error is not None for w in result.workflows.values()):
         return ExitCode.INCOMPLETE
     return ExitCode.OK
@@ -120,14 +147,16 @@ def summary(result: SelectResult) -> dict[str, object]:
     }
     if result.abort_detail:
         fields["abort_detail"] = result.abort_detail
+    if result.listing_error:
+        fields["listing_error"] = result.listing_error
     if result.budget is not None:
         fields.update(result.budget.fields())
     return fields
 
 
-def _status_key(answer: ExecutionsPage | Retryable | Failed | Abort) -> str:
+def _status_key(answer: ExecutionsPage | WorkflowList | Retryable | Failed | Abort) -> str:
     """How a request is counted: its HTTP status, or the error when no answer came."""
-    if isinstance(answer, ExecutionsPage):
+    if isinstance(answer, ExecutionsPage | WorkflowList):
         return "2xx"
     if answer.http_status is not None:
         return str(answer.http_status)
@@ -154,12 +183,18 @@ class Selector:
         self._retries = 0
         self._by_status: Counter[str] = Counter()
         self._abort_detail: str | None = None
+        self._listing_error: str | None = None
 
     async def run(self) -> SelectResult:
         clock = self._plumbing.clock
         started = clock.now()
         outcome = SelectOutcome.COMPLETED
-        for workflow_id in self.settings.workflows:
+        workflows: tuple[str, ...] | SelectOutcome | None = self.settings.workflows
+        if self.settings.all_workflows:
+            workflows = await self._list_workflows()
+        if isinstance(workflows, SelectOutcome):
+            outcome = workflows
+        for workflow_id in workflows if isinstance(workflows, tuple) else ():
             stop = await self._walk(workflow_id)
             if stop is not None:
                 outcome = stop
@@ -174,7 +209,50 @@ class Selector:
             elapsed_s=clock.now() - started,
             abort_detail=self._abort_detail,
             budget=None if self._pacer.shared is None else self._pacer.shared.report(),
+            listing_error=self._listing_error,
         )
+
+    async def _list_workflows(self) -> tuple[str, ...] | SelectOutcome | None:
+        """The token's workflows, from `GET /workflows`; an outcome when the whole session
+        must stop, None when there is no list to walk (said in the log)."""
+
+        async def once() -> WorkflowList | Retryable | Failed | Abort:
+            self._requests += 1
+            answer = await self._client.list_workflows()
+            self._by_status[_status_key(answer)] += 1
+            return answer
+
+        where: dict[str, object] = {"request": "GET /workflows"}
+        answer: WorkflowList | Retryable | Failed | Abort = await self._call(
+            once, functools.partial(self._on_retry, where)
+        )
+        if isinstance(answer, Abort):
+            self._abort(answer, None)
+            return SelectOutcome.ABORTED
+        if not isinstance(answer, WorkflowList):
+            self._listing_error = answer.error
+            why = (
+                f"gave up after {self.settings.max_attempts} attempts"
+                if isinstance(answer, Retryable)
+                else "the API refused the request"
+            )
+            log.error(
+                "select.workflows_failed",
+                http_status=answer.http_status,
+                error=answer.error,
+                detail=f"GET /workflows gave no list of workflows ({why}); nothing was walked",
+            )
+            return None
+        found = read_workflows(answer)
+        if found.unreadable:
+            log.warning(
+                "select.unreadable_workflows",
+                count=len(found.unreadable),
+                items=[{"id": u.id, "reason": u.reason} for u in found.unreadable[:SHOWN]],
+                detail="items of GET /workflows that are not usable workflow objects: skipped",
+            )
+        log.info("select.workflows_listed", count=len(found.ids), workflows=list(found.ids))
+        return found.ids
 
     async def _walk(self, workflow_id: str) -> SelectOutcome | None:
         """Walk one workflow; an outcome when the whole session must stop."""
@@ -183,15 +261,8 @@ class Selector:
         while (number := walk.next_page) is not None:
             answer = await self._fetch(workflow_id, number)
             if isinstance(answer, Abort):
-                self._abort_detail = f"HTTP {answer.http_status} {answer.error}"
                 result.error = answer.error
-                log.error(
-                    "select.aborted",
-                    workflow=workflow_id,
-                    http_status=answer.http_status,
-                    error=answer.error,
-                    detail="the API refused the token; no further requests are sent",
-                )
+                self._abort(answer, workflow_id)
                 return SelectOutcome.ABORTED
             if not isinstance(answer, ExecutionsPage):
                 result.error = self._failed(workflow_id, number, answer)
@@ -209,6 +280,16 @@ class Selector:
                 return stop
         return None
 
+    def _abort(self, answer: Abort, workflow_id: str | None) -> None:
+        self._abort_detail = f"HTTP {answer.http_status} {answer.error}"
+        log.error(
+            "select.aborted",
+            workflow=workflow_id,
+            http_status=answer.http_status,
+            error=answer.error,
+            detail="the API refused the token; no further requests are sent",
+        )
+
     async def _fetch(
         self, workflow_id: str, number: int
     ) -> ExecutionsPage | Retryable | Failed | Abort:
@@ -218,6 +299,13 @@ class Selector:
             self._by_status[_status_key(answer)] += 1
             return answer
 
+        where: dict[str, object] = {"workflow": workflow_id, "page": number}
+        return await self._call(once, functools.partial(self._on_retry, where))
+
+    async def _call(
+        self, once: Callable[[], Awaitable[T | Retryable]], on_retry: Callable[[RetryNote], None]
+    ) -> T | Retryable:
+        """One request through the one pacer and the one retry loop, as every request is."""
         p = self._plumbing
         return await call_with_retries(
             self._pacer,
@@ -226,17 +314,17 @@ class Selector:
             backoff=p.backoff,
             rng=p.rng,
             max_attempts=self.settings.max_attempts,
-            on_retry=functools.partial(self._on_retry, workflow_id, number),
+            on_retry=on_retry,
         )
 
-    def _on_retry(self, workflow_id: str, number: int, note: RetryNote) -> None:
+    def _on_retry(self, where: dict[str, object], note: RetryNote) -> None:
+        """Log a retry; `where` names the request (a workflow's page, or the list)."""
         self._retries += 1
         if note.paused:
-            log.info("select.paused", seconds=note.outcome.retry_after, workflow=workflow_id)
+            log.info("select.paused", seconds=note.outcome.retry_after, **where)
         log.info(
             "select.retry",
-            workflow=workflow_id,
-            page=number,
+            **where,
             attempt=note.attempt,
             http_status=note.outcome.http_status,
             error=note.outcome.error,
@@ -317,7 +405,7 @@ async def run_select(
     """Run one `orchestrator select` session."""
     log.info(
         "select.starting",
-        workflows=list(settings.workflows),
+        workflows="all" if settings.all_workflows else list(settings.workflows),
         statuses=sorted(settings.criteria.statuses),
         since=settings.criteria.since.isoformat() if settings.criteria.since else None,
         until=settings.criteria.until.isoformat() if settings.criteria.until else None,

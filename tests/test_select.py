@@ -382,7 +382,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "the following arguments are required: --workflow"),
+        ([], "one of the arguments --workflow --all-workflows is required"),
         (["--workflow", "fl_a", "--status", "broken"], "argument --status: invalid choice"),
         (["--workflow", "fl_a", "--since", "yesterday"], "invalid --since: 'yesterday' is neither"),
         (["--workflow", "fl_a", "--until", "2026-03-02T09:00"], "invalid --until: '2026-03-02"),

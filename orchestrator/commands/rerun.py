@@ -115,9 +115,10 @@ def _run(loaded: Loaded, settings: RerunSettings) -> int:
         )
     try:
         result = anyio.run(run_rerun, settings, token, plumbing)
-    except LedgerLocked:
+    except LedgerLocked as exc:
+        by = f" (PID {exc.holder})" if exc.holder is not None else ""
         raise ConfigError(
-            f"ledger {settings.ledger} is in use by another orchestrator process; "
+            f"ledger {settings.ledger} is in use by another orchestrator process{by}; "
             "wait for it to finish or use another --ledger"
         ) from None
     except InputError as exc:

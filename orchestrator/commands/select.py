@@ -35,6 +35,9 @@ examples:
   orchestrator select --workflow fl_abc --status failed --since 1h --rate 20/min \\
     | orchestrator rerun - --rate 40/min
 
+  # the failed runs of every workflow of the token in the last hour
+  orchestrator select --all-workflows --status failed --since 1h
+
   # a fixed window, as JSON run objects
   orchestrator select --workflow fl_abc --since 2026-03-02T09:10:00Z \\
     --until 2026-03-02T09:40:00Z --json
@@ -57,9 +60,10 @@ def add_parser(commands: Subcommands) -> None:
         "select",
         help="print the runs of workflows that match a status and a time window",
         description=(
-            "Page through GET /workflows/{id}/executions for each --workflow and print the "
-            "runs that match --status, --since and --until: one run ID a line, or one JSON "
-            "run object a line with --json. `orchestrator rerun -` reads either. "
+            "Page through GET /workflows/{id}/executions for each --workflow (or each "
+            "workflow GET /workflows lists, with --all-workflows) and print the runs that "
+            "match --status, --since and --until: one run ID a line, or one JSON run object "
+            "a line with --json. `orchestrator rerun -` reads either. "
             "The token comes from ALTOSTRAT_TOKEN or --token-file."
         ),
         epilog=SELECT_EXAMPLES,
@@ -68,12 +72,17 @@ def add_parser(commands: Subcommands) -> None:
     add = parser.add_argument
     add_config_argument(parser)
     S = argparse.SUPPRESS  # unset shared flags stay unset: their defaults live in settings
-    add(
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument(
         "--workflow",
         action="append",
-        required=True,
         metavar="ID",
         help="a workflow ID (fl_...); repeat for several",
+    )
+    which.add_argument(
+        "--all-workflows",
+        action="store_true",
+        help="every workflow of the token, as GET /workflows lists them",
     )
     add(
         "--status",
@@ -160,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError("invalid --limit: must be at least 1")
     settings = SelectSettings(
-        workflows=_workflows(args.workflow),
+        workflows=() if args.all_workflows else _workflows(args.workflow),
+        all_workflows=args.all_workflows,
         criteria=_criteria(args, datetime.now(UTC)),
         limit=args.limit,
         as_json=args.as_json,

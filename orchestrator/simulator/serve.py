@@ -24,6 +24,8 @@ from orchestrator.simulator.server import RunningSimulator
 
 # How --error-rate is shared out among the hard failures: 500, 502, 503, dropped connection.
 ERROR_MIX: Final = (0.4, 0.2, 0.3, 0.1)
+# --workflows may ask for thousands: the announcement names the first few.
+_SHOWN_WORKFLOWS: Final = 10
 _SAMPLE_IDS: Final = 5
 
 
@@ -267,6 +269,8 @@ def _announce(sim: RunningSimulator) -> None:
     config, state = sim.config, sim.state
     failed = state.failed_run_ids[:_SAMPLE_IDS]
     token = shlex.quote(config.token)
+    workflows = state.workflow_ids
+    more = len(workflows) - _SHOWN_WORKFLOWS
     lines = [
         f"Altostrat API simulator: {config.runs} runs over {config.workflows} workflows "
         f"(seed {config.seed}), rate limit {describe(config)}",
@@ -274,11 +278,16 @@ def _announce(sim: RunningSimulator) -> None:
         f"token: {config.token}",
         f"stats: {sim.base_url}/_sim/stats",
         f"request log: {sim.base_url}/_sim/requests",
+        "workflow IDs:",
+        *(f"  {workflow_id}" for workflow_id in workflows[:_SHOWN_WORKFLOWS]),
+        *([f"  ... and {more} more (GET /workflows lists them all)"] if more > 0 else []),
         "failed run IDs to try:",
         *(f"  {run_id}" for run_id in failed),
         "try:",
         f"  printf '%s\\n' {' '.join(failed)} > ids.txt",
         f"  ALTOSTRAT_TOKEN={token} orchestrator rerun ids.txt --base-url {sim.base_url}",
+        f"  ALTOSTRAT_TOKEN={token} orchestrator select --all-workflows --status failed"
+        f" --base-url {sim.base_url}",
         "Ctrl-C stops the simulator.",
     ]
     print("\n".join(lines), flush=True)

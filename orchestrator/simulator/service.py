@@ -29,6 +29,7 @@ from orchestrator.simulator.views import (
     parse_page,
     rerun_accepted,
     run_object,
+    workflow_object,
 )
 
 _RERUN: Final = re.compile(r"/workflows/runs/([^/]+)/rerun")
@@ -178,6 +179,13 @@ def _executions(state: SimState, workflow_id: str, incoming: Incoming, now: floa
     return _Routed(_json(200, paginated(items, window, incoming.url)))
 
 
+def _workflows(state: SimState) -> _Routed:
+    """Every workflow, as one JSON array (the API does not page this list)."""
+    return _Routed(
+        Reply(200, json.dumps([workflow_object(w) for w in state.workflows.values()]).encode())
+    )
+
+
 def _not_allowed(method: str, allowed: str) -> _Routed:
     message = f"The {method} method is not supported for this route. Supported methods: {allowed}."
     return _Routed(_json(405, {"message": message}, {"Allow": allowed}))
@@ -195,6 +203,10 @@ def _route(state: SimState, incoming: Incoming, now: float) -> _Routed:
         if method != "GET":
             return _not_allowed(method, "GET")
         return _get_run(state, run_id, now)
+    if path in ("/workflows", "/workflows/"):
+        if method != "GET":
+            return _not_allowed(method, "GET")
+        return _workflows(state)
     if match := _EXECUTIONS.fullmatch(path):
         if method != "GET":
             return _not_allowed(method, "GET")

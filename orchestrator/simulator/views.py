@@ -42,6 +42,11 @@ def run_object(run: Run, snap: Snapshot, workflow: Workflow) -> Json:
     }
 
 
+def workflow_object(workflow: Workflow) -> Json:
+    """A workflow as GET /workflows lists it."""
+    return {"id": workflow.id, "name": workflow.name}
+
+
 def rerun_accepted(original_run_id: str, new_run: Run, workflow: Workflow) -> Json:
     """The 202 body of POST /workflows/runs/{id}/rerun: the new run just as it was queued."""
     return {
