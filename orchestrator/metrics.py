@@ -1,9 +1,14 @@
 """Files written for cron: the Prometheus textfile and the summary JSON, each atomically.
 
 The metrics file is in the Prometheus text exposition format (version 0.0.4), for
-node_exporter's textfile collector. Every metric is a gauge describing the last run;
-`orchestrator_last_success_timestamp_seconds` is carried over from the previous file when
-this run did not succeed, so "no success for a day" is one alert rule.
+node_exporter's textfile collector. Every metric is a gauge describing the last run, and
+every series carries a `job` label, so that several jobs' files can share one collector
+directory (node_exporter rejects a scrape in which two files repeat a series).
+`orchestrator_last_success_timestamp_seconds` is always there: carried over from the
+previous file of the same job when this run did not succeed, 0 when the job never has, so
+"no success for a day" is one alert rule that also fires for a job that never succeeded.
+
+A path that is a symlink is written through: its target is replaced, never the link.
 """
 
 from __future__ import annotations
@@ -11,14 +16,30 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Final, TextIO
 
 from . import __version__
 
 PREFIX: Final = "orchestrator_"
 LAST_SUCCESS: Final = f"{PREFIX}last_success_timestamp_seconds"
+# `--summary-json -`: the summary goes to stdout.
+STDOUT: Final = Path("-")
+
+# A job name: what a cron job or a file name would be called, and nothing a query or an
+# alert template would trip over (no quotes, spaces, braces or control characters).
+JOB_MAX: Final = 128
+_JOB: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
+# The previous file is read for one number: more than this is not a file we wrote.
+_PREVIOUS_MAX_BYTES: Final = 1 << 20
+# A sample as written here: `name{labels} value`, label values escaped, no timestamp.
+_SAMPLE: Final = re.compile(
+    r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)"
+)
+_LABEL_PAIR: Final = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 # Summary keys counted as `orchestrator_reruns{outcome=...}`, and their label values.
 OUTCOMES: Final = {
@@ -34,16 +55,40 @@ OUTCOMES: Final = {
 }
 
 
+def job_problem(value: str) -> str | None:
+    """Why `value` cannot be a `job` label value, or None."""
+    if len(value) > JOB_MAX:
+        return f"a job name is at most {JOB_MAX} characters"
+    if not _JOB.fullmatch(value):
+        return (
+            f"{value!r} is not a job name: use letters, digits and _ . : -"
+            " (and start with a letter, a digit or _)"
+        )
+    return None
+
+
+def default_job(ledger: Path) -> str:
+    """The job a ledger's runs report as: the ledger file's stem, made a valid job name."""
+    name = re.sub(r"[^A-Za-z0-9_.:-]", "_", ledger.stem)[:JOB_MAX]
+    if not name:
+        return "orchestrator"
+    return name if _JOB.fullmatch(name) else ("_" + name)[:JOB_MAX]
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Replace `path` with `text` in one rename: a reader sees the old file or the new one,
-    never half of one. The temporary name does not end in `.prom`, so node_exporter skips it."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    never half of one. The temporary name does not end in `.prom`, so node_exporter skips it.
+
+    A symlink is written through: the temporary file is made beside the link's target (a
+    rename cannot cross file systems) and renamed over the target, so the link stays."""
+    target = Path(os.path.realpath(path))
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         with temporary.open("w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -62,20 +107,23 @@ def _number(value: float) -> str:
 
 
 class _Exposition:
-    def __init__(self) -> None:
+    """Gauges whose every sample carries the `job` label."""
+
+    def __init__(self, job: str) -> None:
+        self.job = f"job={_label(job)}"
         self.lines: list[str] = []
 
     def gauge(self, name: str, help_text: str, value: float) -> None:
         full = PREFIX + name
         self.lines += [f"# HELP {full} {help_text}", f"# TYPE {full} gauge"]
-        self.lines.append(f"{full} {_number(value)}")
+        self.lines.append(f"{full}{{{self.job}}} {_number(value)}")
 
     def gauges(self, name: str, help_text: str, label: str, values: Mapping[str, float]) -> None:
-        """One gauge with one label, a sample for each of its values."""
+        """One gauge with one more label, a sample for each of its values."""
         full = PREFIX + name
         self.lines += [f"# HELP {full} {help_text}", f"# TYPE {full} gauge"]
         for key, value in values.items():
-            self.lines.append(f"{full}{{{label}={_label(key)}}} {_number(value)}")
+            self.lines.append(f"{full}{{{self.job},{label}={_label(key)}}} {_number(value)}")
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
@@ -85,25 +133,24 @@ def render_metrics(
     fields: Mapping[str, object] | None,
     exit_code: int,
     finished_at: float,
-    last_success: float | None,
+    last_success: float,
+    job: str,
 ) -> str:
-    """The textfile for one run. `fields` is the run's summary, None when it never started
-    (then only the exit code and timestamps are written)."""
-    out = _Exposition()
+    """The textfile for one run of `job`. `fields` is the run's summary, None when it never
+    started (then only the exit code and timestamps are written). `last_success` is the
+    previous file's, 0 when there was none; a run that exits 0 replaces it."""
+    out = _Exposition(job)
     out.gauge("exit_code", "Exit code of the last orchestrator rerun.", exit_code)
     out.gauge(
         "last_run_timestamp_seconds",
         "When the last orchestrator rerun ended, in Unix time.",
         finished_at,
     )
-    if exit_code == 0:
-        last_success = finished_at
-    if last_success is not None:
-        out.gauge(
-            "last_success_timestamp_seconds",
-            "When an orchestrator rerun last ended with exit code 0, in Unix time.",
-            last_success,
-        )
+    out.gauge(
+        "last_success_timestamp_seconds",
+        "When an orchestrator rerun last ended with exit code 0, in Unix time (0: never).",
+        finished_at if exit_code == 0 else last_success,
+    )
     out.gauges(
         "build_info", "The orchestrator version that wrote this file.", "version", {__version__: 1}
     )
@@ -177,27 +224,46 @@ def _float(value: object) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
-def previous_last_success(path: Path) -> float | None:
-    """The last-success timestamp of an earlier metrics file at `path`, if any."""
+def previous_last_success(path: Path, job: str) -> float:
+    """The last-success timestamp of `job` in an earlier metrics file at `path`; 0 when
+    there is none, or the file is not one we could have written. Never raises: a garbled
+    file must not cost the run its metrics. A sample without labels (written before the
+    `job` label existed) counts as this job's, so an upgrade does not read as "never"."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
+        with path.open("rb") as stream:
+            text = stream.read(_PREVIOUS_MAX_BYTES).decode("utf-8", errors="replace")
+    except (OSError, ValueError):
+        return 0.0
     for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name == LAST_SUCCESS:
-            try:
-                return float(value)
-            except ValueError:
-                return None
-    return None
+        found = _SAMPLE.fullmatch(line.strip())
+        if found is None or found["name"] != LAST_SUCCESS:
+            continue
+        labels = dict(_LABEL_PAIR.findall(found["labels"] or ""))
+        if labels.get("job", job) != job:  # a job name needs no escaping
+            continue
+        try:
+            value = float(found["value"])
+        except ValueError:
+            return 0.0
+        return value if math.isfinite(value) and value >= 0 else 0.0
+    return 0.0
 
 
 def write_metrics(
-    path: Path, fields: Mapping[str, object] | None, exit_code: int, finished_at: float
+    path: Path, fields: Mapping[str, object] | None, exit_code: int, finished_at: float, job: str
 ) -> None:
-    write_atomic(path, render_metrics(fields, exit_code, finished_at, previous_last_success(path)))
+    text = render_metrics(fields, exit_code, finished_at, previous_last_success(path, job), job)
+    write_atomic(path, text)
 
 
-def write_summary_json(path: Path, fields: Mapping[str, object]) -> None:
-    write_atomic(path, json.dumps(fields, indent=2) + "\n")
+def write_summary_json(
+    path: Path, fields: Mapping[str, object], stdout: TextIO | None = None
+) -> None:
+    """The summary as one JSON object, in a file or, for `-`, on stdout."""
+    text = json.dumps(fields, indent=2) + "\n"
+    if path == STDOUT:
+        stream = sys.stdout if stdout is None else stdout
+        stream.write(text)
+        stream.flush()
+        return
+    write_atomic(path, text)

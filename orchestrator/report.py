@@ -28,6 +28,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     ABORTED = 3
     SOFTWARE = 70  # EX_SOFTWARE (sysexits.h): an internal error, a bug to report
+    CANTCREAT = 73  # sysexits' EX_CANTCREAT: --summary-json or --metrics-file not written
     IOERR = 74  # sysexits' EX_IOERR: the ledger could not be written
     SIGHUP = 129  # 128 + the signal, as a shell reports it
     SIGINT = 130

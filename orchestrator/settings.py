@@ -45,6 +45,7 @@ from yarl import URL
 from .api import DEFAULT_BASE_URL
 from .budget import Limit
 from .ledger import FsyncPolicy
+from .metrics import STDOUT, default_job, job_problem
 from .rates import format_rate, parse_rate
 from .ratestore import StoreSpec, parse_store_spec
 from .spans import format_span, parse_span
@@ -96,8 +97,10 @@ class RerunSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     # The live progress display, shown only when stderr is a terminal.
     progress: bool = True
-    summary_json: Path | None = None
+    summary_json: Path | None = None  # `-` is stdout
     metrics_file: Path | None = None
+    # The `job` label of every metrics series; None is the ledger file's stem.
+    metrics_job: str | None = None
 
     # The rate as the user wrote it (`60/min` stays `60/min`), for `config show`.
     _rate_written: str | None = PrivateAttr(default=None)
@@ -122,6 +125,28 @@ class RerunSettings(BaseSettings):
     def rate_written(self) -> str:
         """The rate as the user wrote it, or as they would have."""
         return self._rate_written or format_rate(self.rate)
+
+    @field_validator("metrics_file")
+    @classmethod
+    def _check_metrics_file(cls, value: Path | None) -> Path | None:
+        if value == STDOUT:
+            raise ValueError(
+                "'-' (stdout) is not supported: the file carries the last success over from"
+                " the previous one, so give a path"
+            )
+        return value
+
+    @field_validator("metrics_job")
+    @classmethod
+    def _check_metrics_job(cls, value: str | None) -> str | None:
+        if value is not None and (problem := job_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
+
+    @property
+    def job(self) -> str:
+        """The `job` label of the metrics: --metrics-job, else the ledger file's stem."""
+        return self.metrics_job if self.metrics_job is not None else default_job(self.ledger)
 
     @field_validator("rate_store")
     @classmethod

@@ -352,5 +352,6 @@ async def test_a_bug_in_rerun_writes_metrics_that_say_it_failed(tmp_path: Path) 
     code, _, _ = await crash("rerun", tmp_path, "--metrics-file", str(metrics))
     assert code == 70
     text = metrics.read_text()
-    assert "orchestrator_exit_code 70\n" in text
-    assert "orchestrator_last_success_timestamp_seconds 5\n" in text  # carried over
+    assert 'orchestrator_exit_code{job="rerun-ledger"} 70\n' in text
+    # carried over from a file written before the job label
+    assert 'orchestrator_last_success_timestamp_seconds{job="rerun-ledger"} 5\n' in text

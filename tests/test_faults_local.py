@@ -403,7 +403,7 @@ async def test_a_full_disk_exits_74_with_one_line_and_the_summary_holds_the_mapp
         summary_json = json.loads((tmp_path / "summary.json").read_text())
         assert summary_json["exit_code"] == 74
         assert summary_json["ledger_error"] == "No space left on device (ENOSPC)"
-        assert "orchestrator_exit_code 74" in (tmp_path / "rerun.prom").read_text()
+        assert 'orchestrator_exit_code{job="ledger"} 74' in (tmp_path / "rerun.prom").read_text()
 
         records = whole_lines(ledger)
         recorded = {

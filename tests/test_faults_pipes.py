@@ -192,7 +192,7 @@ async def test_a_closed_stderr_never_stops_the_run_and_every_id_ends_in_the_ledg
     assert records[-1] == {**records[-1], "event": "session_ended", "exit_code": 0}
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["succeeded"], summary["in_doubt"]) == (300, 0)
-    assert "orchestrator_exit_code 0" in (tmp_path / "rerun.prom").read_text()
+    assert 'orchestrator_exit_code{job="rerun-ledger"} 0' in (tmp_path / "rerun.prom").read_text()
 
 
 @pytest.mark.subprocess
@@ -222,7 +222,7 @@ async def test_sighup_drains_like_sigterm_and_exits_129(tmp_path: Path) -> None:
     )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["outcome"], summary["in_doubt"]) == ("sighup", 0)
-    assert "orchestrator_exit_code 129" in (tmp_path / "rerun.prom").read_text()
+    assert 'orchestrator_exit_code{job="rerun-ledger"} 129' in (tmp_path / "rerun.prom").read_text()
     records = read_ledger(tmp_path / "rerun-ledger.jsonl")
     assert records[-1] == {**records[-1], "event": "session_ended", "reason": "sighup"}
     dispatched = {r["original_run_id"] for r in records if r["event"] == "dispatched"}

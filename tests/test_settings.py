@@ -107,6 +107,7 @@ LAYERS: dict[str, tuple[str, str, object, tuple[object, object, object]]] = {
         Path("m3.prom"),
         (Path("m1.prom"), Path("m2.prom"), Path("m3.prom")),
     ),
+    "metrics_job": ('"nightly"', "hourly", "adhoc.1", ("nightly", "hourly", "adhoc.1")),
 }
 
 
@@ -240,6 +241,7 @@ UNSET_BY_DEFAULT = {
     "token_file",
     "summary_json",
     "metrics_file",
+    "metrics_job",
     "max_failures",
     "max_client_failures",
     "max_server_failures",

@@ -267,10 +267,10 @@ def test_a_redis_store_without_the_extra_names_the_extra(monkeypatch: pytest.Mon
 
 def test_metrics_say_whether_the_budget_was_shared_and_at_what_rate() -> None:
     fields = {"rate_store": "sqlite x", "rate_budget_shared": True, "rate_budget_per_s": 2.5}
-    text = render_metrics(fields, 0, 1000.0, None)
-    assert "orchestrator_rate_budget_shared 1\n" in text
-    assert "orchestrator_rate_budget_requests_per_second 2.5\n" in text
-    alone = render_metrics({}, 0, 1000.0, None)
+    text = render_metrics(fields, 0, 1000.0, 0.0, "j")
+    assert 'orchestrator_rate_budget_shared{job="j"} 1\n' in text
+    assert 'orchestrator_rate_budget_requests_per_second{job="j"} 2.5\n' in text
+    alone = render_metrics({}, 0, 1000.0, 0.0, "j")
     assert "rate_budget" not in alone
 
 

@@ -137,13 +137,25 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         default=S,
         help="live progress bar when stderr is a terminal (on)",
     )
-    add("--summary-json", type=Path, default=S, metavar="PATH", help="also write the summary here")
+    add(
+        "--summary-json",
+        type=Path,
+        default=S,
+        metavar="PATH",
+        help="also write the summary here (- for stdout)",
+    )
     add(
         "--metrics-file",
         type=Path,
         default=S,
         metavar="PATH",
         help="write Prometheus textfile metrics here at the end",
+    )
+    add(
+        "--metrics-job",
+        default=S,
+        metavar="NAME",
+        help="the job label of every metric (the ledger file's stem)",
     )
 
 

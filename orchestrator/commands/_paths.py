@@ -6,8 +6,10 @@ surface mid-run, or at its end, as an exception: here each is one line, and exit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 
@@ -55,5 +57,19 @@ def ledger_problem(path: Path, *, write: bool) -> str | None:
 
 def output_problem(path: Path) -> str | None:
     """Why a file could not be written at `path` at the end of a run (by a rename from a
-    file beside it); None when it could."""
-    return _problem(path, access=os.W_OK, replace=True)
+    file beside it, or beside the target when `path` is a symlink); None when it could.
+
+    A file is made and removed in that directory: permission bits and access(2) do not
+    tell the whole truth (root ignores the bits; some file systems refuse files anyway)."""
+    target = Path(os.path.realpath(path))  # a loop stays a loop, and fails to stat below
+    link = f" (it links to {target})" if target != Path(os.path.abspath(path)) else ""
+    if (problem := _problem(target, access=os.W_OK, replace=True)) is not None:
+        return problem + link
+    try:
+        fd, made = tempfile.mkstemp(prefix=".orchestrator-check-", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        return f"cannot create a file in {target.parent}: {_reason(exc)}{link}"
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(made)
+    return None

@@ -19,7 +19,7 @@ from rich.console import Console
 from ..console import configure_logging, detach_stdout, print_summary, resolve_format
 from ..engine import Plumbing, run_rerun
 from ..ledger import LedgerLocked
-from ..metrics import write_metrics, write_summary_json
+from ..metrics import STDOUT, write_metrics, write_summary_json
 from ..progress import LinesAbove, count_lines, live_progress
 from ..report import ExitCode, StopReason, exit_code, summary
 from ..settings import ConfigError, Loaded, RerunSettings, environ, load_token, warn_if_short
@@ -123,8 +123,8 @@ def _run(loaded: Loaded, settings: RerunSettings) -> int:
         ) from None
     except InputError as exc:
         log.error("input.unreadable", source=settings.source, error=str(exc))  # noqa: TRY400
-        _write_metrics(settings, None, ExitCode.INCOMPLETE)
-        return ExitCode.INCOMPLETE
+        written = _write_metrics(settings, None, ExitCode.INCOMPLETE)
+        return with_outputs(ExitCode.INCOMPLETE, written=written)
     if result.reason is StopReason.OUTPUT_CLOSED:
         detach_stdout()  # the reader of the dry run's plan has seen enough (`| head`)
         return ExitCode.BROKEN_PIPE
@@ -141,10 +141,20 @@ def _run(loaded: Loaded, settings: RerunSettings) -> int:
     if settings.dry_run:
         return code  # a dry run writes nothing, not even its summary or metrics
     if (path := settings.summary_json) is not None:
-        _write_or_log("summary_json", path, lambda: write_summary_json(path, fields))
-    _write_metrics(settings, fields, code)
+        written = _write_or_log("summary_json", path, lambda: write_summary_json(path, fields))
+        code = with_outputs(code, written=written)  # so the metrics say the summary was lost
+    written = _write_metrics(settings, fields, code)
     if result.ledger_error is not None:
         print(ledger_error_line(str(settings.ledger), result.ledger_error, fields), file=stderr)
+    return with_outputs(code, written=written)
+
+
+def with_outputs(code: ExitCode, *, written: bool) -> ExitCode:
+    """The exit code once the output files are written, or not: an output lost turns a
+    run that would have exited 0 or 1 into 73 (sysexits' EX_CANTCREAT), so that cron sees
+    its monitoring went stale; a graver code (2, 3, 70, 74, a signal's) is kept."""
+    if not written and code in (ExitCode.OK, ExitCode.INCOMPLETE):
+        return ExitCode.CANTCREAT
     return code
 
 
@@ -178,7 +188,7 @@ def _check_paths(loaded: Loaded) -> None:
     write = not settings.dry_run
     found = [("ledger", settings.ledger, ledger_problem(settings.ledger, write=write))]
     for key in ("summary_json", "metrics_file"):
-        if (path := getattr(settings, key)) is not None:
+        if (path := getattr(settings, key)) is not None and path != STDOUT:
             found.append((key, path, output_problem(path)))
     for key, path, problem in found:
         if problem is not None:
@@ -195,17 +205,26 @@ def _count_lines(source: str) -> int | None:
         return None  # the engine reports an unreadable source
 
 
-def _write_metrics(settings: RerunSettings, fields: Mapping[str, object] | None, code: int) -> None:
+def _write_metrics(settings: RerunSettings, fields: Mapping[str, object] | None, code: int) -> bool:
+    """Write the metrics file, if one is asked for; False when that failed."""
     path = settings.metrics_file
-    if path is not None and not settings.dry_run:
-        _write_or_log("metrics", path, lambda: write_metrics(path, fields, int(code), time.time()))
+    if path is None or settings.dry_run:
+        return True
+    job = settings.job
+    return _write_or_log(
+        "metrics", path, lambda: write_metrics(path, fields, int(code), time.time(), job)
+    )
 
 
-def _write_or_log(what: str, path: Path, write: Callable[[], None]) -> None:
-    """Write an output file; failing to is logged, and does not change the exit code."""
+def _write_or_log(what: str, path: Path, write: Callable[[], None]) -> bool:
+    """Write an output file; failing to is logged as an error, and gives False."""
     try:
         write()
     except OSError as exc:
+        if path == STDOUT:
+            detach_stdout()  # stdout is gone (its reader exited): exiting must not fail on it
         structlog.get_logger("orchestrator").error(
             f"{what}.unwritable", path=str(path), error=exc.strerror or str(exc)
         )
+        return False
+    return True
