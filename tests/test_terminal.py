@@ -66,8 +66,8 @@ async def test_completion_zsh_is_a_script_zsh_accepts(tmp_path: Path) -> None:
     assert (code, err) == (0, "")
     assert script.startswith("#compdef orchestrator")
     assert "--all-workflows" in script
-    if (zsh := shutil.which("zsh")) is None:
-        return  # produced is all that can be checked here
+    zsh = shutil.which("zsh")
+    assert zsh is not None, "zsh is needed for this test (.ci/run installs it)"
     path = tmp_path / "_orchestrator"
     path.write_text(script)
     checked = await anyio.run_process([zsh, "-n", str(path)], check=False)
