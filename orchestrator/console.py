@@ -308,6 +308,8 @@ def summary_table(fields: Mapping[str, object], title: str) -> Table:
     if fields.get("input_unread") is True and not isinstance(fields.get("unread_lines"), int):
         # stdin: how much was left is not known.
         _row(table, "not read", "?", notes["unread_lines"])
+    if fields.get("last_session_input_unread") is True:  # `report`
+        _row(table, "not read", "?", "the last session stopped before the end of its input")
     _ending_rows(table, fields)
     return table
 

@@ -25,8 +25,8 @@ async def test_report_on_a_file_of_run_ids_is_a_usage_error_naming_it(
     code, out, err = await orchestrator("report", str(source), *what, cwd=tmp_path)
     assert (code, out) == (2, "")
     assert err.strip() == (
-        f"orchestrator: error: {source} is not a ledger: all 3 of its lines are unreadable "
-        "as ledger records (give the --ledger file a rerun wrote)"
+        f"orchestrator: error: {source} is not a ledger: 3 lines, none a ledger record "
+        "(give the --ledger file a rerun wrote)"
     )
 
 

@@ -110,11 +110,12 @@ _OUTPUT_NAMES: Final = {
 
 def not_a_ledger(ledger: Path, corrupt: int) -> ConfigError:
     """A file with lines but not one record: the wrong file, most likely (a list of IDs)."""
-    lines = "its line is" if corrupt == 1 else f"all {corrupt:,} of its lines are"
-    return ConfigError(
-        f"{ledger} is not a ledger: {lines} unreadable as ledger records "
-        "(give the --ledger file a rerun wrote)"
+    lines = (
+        "1 line, not a ledger record"
+        if corrupt == 1
+        else f"{corrupt:,} lines, none a ledger record"
     )
+    return ConfigError(f"{ledger} is not a ledger: {lines} (give the --ledger file a rerun wrote)")
 
 
 def run(args: argparse.Namespace) -> int:
