@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import random
 import shlex
 import signal
@@ -22,7 +23,7 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
-from orchestrator.commands.rerun import FLAGS
+from orchestrator.commands.rerun import FLAGS, _unread_lines, resume_command
 from orchestrator.engine import Plumbing, Rerun
 from orchestrator.idstore import IdSet, IdState
 from orchestrator.ledger import Dispatched, Finished, ResumeState, Succeeded, replay
@@ -154,6 +155,20 @@ def test_the_summary_names_unsettled_ids_and_unread_input() -> None:
     assert (stdin["input_unread"], stdin["unread_lines"]) == (True, None)
     done = summary(interrupted(Tally(), input_done=True, unread=None))
     assert (done["input_unread"], done["unread_lines"]) == (False, 0)
+
+
+def test_unread_lines_are_counted_in_a_file_and_never_read_from_a_pipe(tmp_path: Path) -> None:
+    source = write_ids(tmp_path / "ids.txt", make_ids(10))
+    assert _unread_lines(str(source), 4) == 6
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert _unread_lines(str(fifo), 4) is None  # opening it would wait for a writer
+
+
+def test_the_resume_hint_is_the_command_as_given_on_one_line() -> None:
+    argv = ["rerun", "my ids.txt", "--rate", "5/s"]
+    assert resume_command(argv, stdin=False) == "orchestrator rerun 'my ids.txt' --rate 5/s"
+    assert resume_command(["rerun", "-"], stdin=True) == "<the same input> | orchestrator rerun -"
 
 
 def test_unsettled_ids_make_a_completed_run_incomplete() -> None:

@@ -196,8 +196,11 @@ def resume_command(argv: list[str], *, stdin: bool) -> str:
 
 
 def _unread_lines(source: str, read: int) -> int | None:
-    """Lines of the input file after the last one read, counted as the engine counts."""
+    """Lines of the input file after the last one read, counted as the engine counts; None
+    unless it is a regular file (a pipe, as `<(select …)` gives, cannot be read again)."""
     try:
+        if not Path(source).is_file():
+            return None
         return max(0, count_lines(source) - read)
     except OSError:
         return None
