@@ -113,6 +113,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args: argparse.Namespace | None = None
     try:
         args = _parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         handler: Callable[[argparse.Namespace], int] = args.handler
         code = int(handler(args))
         sys.stdout.flush()  # a reader gone before the last lines is found here, not at exit

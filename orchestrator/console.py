@@ -229,11 +229,16 @@ _ROWS: Final = (
     ("failed", "failed"),
     ("rejected", "rejected"),
     ("in_doubt", "in doubt"),
+    ("unsettled", "unsettled"),
     ("possibly_duplicated", "possibly duplicated"),
     ("skipped_done", "skipped, done before"),
     ("skipped_failed", "skipped, failed before"),
+    ("skipped_is_rerun", "skipped, is a rerun"),
     ("duplicates", "duplicate lines"),
+    ("blank_lines", "blank lines"),
     ("not_sent", "not sent"),
+    ("unread_lines", "not read"),
+    ("corrupt_lines", "corrupt lines"),
     ("requests", "requests"),
     ("retries", "retries"),
     ("circuit_opened", "circuit opened"),
@@ -287,14 +292,31 @@ def summary_table(fields: Mapping[str, object], title: str) -> Table:
         "possibly_duplicated": _ids(
             fields.get("possibly_duplicated_ids"), fields.get("possibly_duplicated")
         ),
+        "unsettled": _ids(fields.get("unsettled_ids"), fields.get("unsettled"))
+        + " (mid-retry when the run stopped: the same command sends them again)",
+        "unread_lines": "input lines after where the run stopped",
+        "skipped_is_rerun": "new runs of earlier reruns; --include-reruns sends them",
+        "corrupt_lines": _corrupt(fields.get("corrupt_line_numbers"), fields.get("corrupt_lines")),
         "requests": _pairs(fields.get("requests_by_status")),
     }
     for key, label in _ROWS:
         value = fields.get(key)
         if not isinstance(value, int) or (value == 0 and key not in ("succeeded", "failed")):
             continue
-        style = "red" if key in ("failed", "in_doubt", "rejected") else ""
+        style = "red" if key in ("failed", "in_doubt", "rejected", "corrupt_lines") else ""
         _row(table, label, f"{value:,}", notes.get(key, ""), style)
+    if fields.get("input_unread") is True and not isinstance(fields.get("unread_lines"), int):
+        # stdin: how much was left is not known.
+        _row(table, "not read", "?", notes["unread_lines"])
+    if fields.get("last_session_input_unread") is True:  # `report`
+        _row(table, "not read", "?", "the last session stopped before the end of its input")
+    _ending_rows(table, fields)
+    return table
+
+
+def _ending_rows(table: Table, fields: Mapping[str, object]) -> None:
+    """What follows the counts: a dry run's sends, how new runs ended, timing, the rate
+    budget, why the run stopped, what the ledger missed, and the next step."""
     if "would_send" in fields:
         _row(table, "would send", f"{fields['would_send']:,}", "dry run: nothing was sent")
     ended = fields.get("finished_by_outcome")
@@ -324,7 +346,12 @@ def summary_table(fields: Mapping[str, object], title: str) -> Table:
         # Every one: the ledger does not have them, so this is where the operator finds them.
         _row(table, "not in ledger", f"{missing:,}", _unrecorded(fields), style="red")
     _row(table, "ledger", note=str(fields.get("ledger", "")))
-    return table
+
+
+def _corrupt(numbers: object, total: object) -> str:
+    """`lines 3, 9 … and 4 more`: where the lines that are no record are."""
+    shown = _ids(numbers, total)
+    return f"lines {shown}, skipped" if shown else ""
 
 
 def _unrecorded(fields: Mapping[str, object]) -> str:
@@ -352,8 +379,13 @@ def _budget(fields: Mapping[str, object]) -> str:
 def print_summary(fields: Mapping[str, object], title: str, stream: TextIO) -> None:
     console = Console(file=stream, highlight=False, soft_wrap=False)
     console.print(summary_table(fields, title))
-    if command := fields.get("retry_command"):
-        # Below the table, on a line of its own that rich neither wraps nor crops: a
-        # command folded in a table cell cannot be pasted back into a shell.
-        console.print(Text("retry failed:", style="bold"))
-        console.print(Text(escape(str(command)), style="cyan"), soft_wrap=True)
+    # The next step, below the table on a line of its own that rich neither wraps nor
+    # crops: a command folded in a table cell cannot be pasted back into a shell.
+    if command := fields.get("resume_command"):
+        label = "run again:"
+    elif command := fields.get("retry_command"):
+        label = "retry failed:"
+    else:
+        return
+    console.print(Text(label, style="bold"))
+    console.print(Text(escape(str(command)), style="cyan"), soft_wrap=True)

@@ -50,6 +50,7 @@ from .ledger import (
     ResumeState,
     SessionEnded,
     SessionStarted,
+    Skipped,
     Succeeded,
     replay_file,
     utc_now,
@@ -118,6 +119,7 @@ class Rerun:
         self._client = client
         self._writer = writer
         self._ids = resume.ids
+        self._reruns = resume.reruns
         self._plumbing = plumbing
         self._clock = plumbing.clock
         self._pacer = Pacer(
@@ -261,7 +263,12 @@ class Rerun:
         if self._writer.failed is not None:
             self._ledger_failed(self._writer.failed)
         result = self._result(started)
-        ended = SessionEnded(at=utc_now(), exit_code=int(exit_code(result)), reason=result.reason)
+        ended = SessionEnded(
+            at=utc_now(),
+            exit_code=int(exit_code(result)),
+            reason=result.reason,
+            input_unread=not result.input_done,
+        )
         if not self._record(ended):
             result = self._result(started)
         return result
@@ -277,6 +284,7 @@ class Rerun:
             abort_detail=self._abort_detail,
             budget=None if self._pacer.shared is None else self._pacer.shared.report(),
             ledger_error=self._ledger_error,
+            input_done=self._input_done,
         )
 
     # ---- the ledger -----------------------------------------------------------------------
@@ -341,6 +349,7 @@ class Rerun:
     def _admit(self, parsed: str | Rejected | None) -> str | None:
         """Decide what to do with one parsed line; the ID to send, or None."""
         if parsed is None:
+            self.tally.blank += 1
             return None
         if isinstance(parsed, Rejected):
             self._reject(parsed)
@@ -350,6 +359,11 @@ class Rerun:
         if state == IdState.QUEUED:
             self.tally.duplicates += 1
             skip = "duplicate"
+        elif parsed in self._reruns and not self.settings.include_reruns:
+            # A new run made by an earlier rerun (`select` output lists them too): rerunning
+            # it would rerun the rerun. Before the ID's own states: it is not an original.
+            self._skip_rerun(parsed)
+            skip = "is_rerun"
         elif state == IdState.SUCCEEDED:
             self.tally.skipped_succeeded += 1
             skip = "succeeded"
@@ -366,7 +380,8 @@ class Rerun:
         self._ids[parsed] = IdState.QUEUED
         if self.settings.dry_run:
             self.tally.would_send += 1
-            self._plan("send", parsed, "new" if state is None else state.name.lower())
+            why = state.name.lower() if state is not None else None
+            self._plan("send", parsed, why or ("is_rerun" if parsed in self._reruns else "new"))
             return None
         return parsed
 
@@ -379,6 +394,14 @@ class Rerun:
                 RejectedRecord(
                     at=utc_now(), line=rejected.line, reason=rejected.reason, input=rejected.input
                 )
+            )
+
+    def _skip_rerun(self, run_id: str) -> None:
+        self.tally.skipped_is_rerun += 1
+        if self._writer:
+            # Recorded, so that `report` can say why the line went unsent; replay ignores it.
+            self._record(
+                Skipped(at=utc_now(), line=self.tally.lines, run_id=run_id, reason="is_rerun")
             )
 
     def _plan(self, action: str, subject: str, why: str) -> None:
@@ -525,7 +548,10 @@ class Rerun:
         if last is None:
             self.tally.not_sent += 1
         elif last.resendable:
+            # Mid-retry: a definite "not now" (429, 500, 503) and no request in flight. The
+            # same command sends it again.
             self._ids[run_id] = IdState.RESENDABLE
+            self.tally.unsettled.append(run_id)
         else:
             self._ids[run_id] = IdState.IN_DOUBT
             self.tally.in_doubt.append(run_id)
@@ -658,6 +684,8 @@ class Rerun:
                 if not recorded:
                     self.tally.unrecorded_mappings[run_id] = outcome.new_run_id
                 self._ids[run_id] = IdState.SUCCEEDED
+                if outcome.new_run_id is not None:
+                    self._reruns.add(outcome.new_run_id)  # never rerun it later in this input
                 self.tally.succeeded += 1
                 self._budget.succeeded()
                 log.debug("rerun.succeeded", run_id=run_id, new_run_id=outcome.new_run_id)
@@ -669,6 +697,7 @@ class Rerun:
                     run_id, attempt, outcome.http_status, outcome.error, resendable=True
                 )
                 self._ids[run_id] = IdState.RESENDABLE
+                self.tally.unsettled.append(run_id)
                 self._refused(outcome)
             case Failed() | Retryable():
                 recorded = self._record(

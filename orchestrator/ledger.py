@@ -29,7 +29,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from .idstore import IdState, IdStates
+from .idstore import IdSet, IdState, IdStates
 
 # How many corrupt line numbers a resume state remembers to show; the count is kept whole.
 _SHOWN_CORRUPT: Final = 5
@@ -64,6 +64,9 @@ class SessionEnded(_Record):
     event: Literal["session_ended"] = "session_ended"
     exit_code: int
     reason: str
+    # The run stopped before the end of its input: lines after the last one read were
+    # never looked at (the same command reads them next time).
+    input_unread: bool = False
 
 
 class Dispatched(_Record):
@@ -124,6 +127,17 @@ class Rejected(_Record):
     input: str
 
 
+class Skipped(_Record):
+    """A valid ID that was not sent for a reason the rest of the ledger cannot show: today
+    only `is_rerun` (the ledger names it as a `new_run_id`). Other skips (done, failed, in
+    doubt, duplicate) follow from the ID's own records and are only counted."""
+
+    event: Literal["skipped"] = "skipped"
+    line: int
+    run_id: str
+    reason: Literal["is_rerun"]
+
+
 Record = (
     SessionStarted
     | SessionEnded
@@ -133,6 +147,7 @@ Record = (
     | Failed
     | Finished
     | Rejected
+    | Skipped
 )
 
 
@@ -144,6 +159,8 @@ class ResumeState:
     # Accepted reruns with no `finished` record yet: original -> new run ID. Kept only when
     # asked for (`rerun --wait`): without it, it would hold every mapping of the ledger.
     unfinished: dict[str, str] | None = None
+    # Every new run ID the ledger names (created by a rerun): never taken for an original.
+    reruns: IdSet = field(default_factory=IdSet)
     records: int = 0
     corrupt_lines: int = 0
     corrupt_shown: list[int] = field(default_factory=list)
@@ -154,8 +171,10 @@ class ResumeState:
         run_id = record.get("original_run_id")
         if not isinstance(run_id, str):
             return
+        new_run_id = record.get("new_run_id")
+        if isinstance(new_run_id, str) and event in ("succeeded", "finished"):
+            self.reruns.add(new_run_id)
         if self.unfinished is not None:
-            new_run_id = record.get("new_run_id")
             if event == "succeeded" and isinstance(new_run_id, str):
                 self.unfinished[run_id] = new_run_id
             elif event == "finished":
@@ -177,7 +196,7 @@ class ResumeState:
 
 
 _ID_EVENTS: Final = frozenset({"dispatched", "attempt_failed", "succeeded", "failed", "finished"})
-_OTHER_EVENTS: Final = frozenset({"rejected", "session_started", "session_ended"})
+_OTHER_EVENTS: Final = frozenset({"rejected", "skipped", "session_started", "session_ended"})
 LEDGER_EVENTS: Final = _ID_EVENTS | _OTHER_EVENTS
 
 
@@ -203,6 +222,7 @@ class _ReadSessionEnded(_Read):
     event: Literal["session_ended"]
     exit_code: NotRequired[int]
     reason: NotRequired[str]
+    input_unread: NotRequired[bool]
 
 
 class _ReadDispatched(_Read):
@@ -246,6 +266,12 @@ class _ReadRejected(_Read):
     input: NotRequired[str]
 
 
+class _ReadSkipped(_Read):
+    event: Literal["skipped"]
+    run_id: str
+    reason: NotRequired[str]
+
+
 _READ: Final = TypeAdapter(
     Annotated[
         _ReadSessionStarted
@@ -255,7 +281,8 @@ _READ: Final = TypeAdapter(
         | _ReadSucceeded
         | _ReadFailed
         | _ReadFinished
-        | _ReadRejected,
+        | _ReadRejected
+        | _ReadSkipped,
         Field(discriminator="event"),
     ]
 )

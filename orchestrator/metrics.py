@@ -47,9 +47,11 @@ OUTCOMES: Final = {
     "failed": "failed",
     "rejected": "rejected",
     "in_doubt": "in_doubt",
+    "unsettled": "unsettled",
     "possibly_duplicated": "possibly_duplicated",
     "skipped_done": "skipped_done",
     "skipped_failed": "skipped_failed",
+    "skipped_is_rerun": "skipped_is_rerun",
     "duplicates": "duplicate",
     "not_sent": "not_sent",
 }

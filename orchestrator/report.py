@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from .idstore import IdState
+from .idstore import IdSet, IdState
 from .ledger import ResumeState, read_records
 from .ratestore import BudgetReport
 
 # The summary names this many in-doubt IDs; the ledger and `in_doubt` count hold the rest.
 SHOWN_IN_DOUBT: Final = 20
+# `report` names the first this many corrupt line numbers; the count is whole.
+SHOWN_CORRUPT: Final = 5
 # How a followed rerun can end other than `completed` (see waiting.py); each names its IDs.
 UNSETTLED_OUTCOMES: Final = frozenset({"failed_again", "needs_person", "timed_out", "lost"})
 
@@ -51,7 +53,8 @@ class StopReason(enum.StrEnum):
 class Tally:
     """Counts of one session, kept by the engine as outcomes arrive."""
 
-    lines: int = 0
+    lines: int = 0  # input lines read
+    blank: int = 0  # of them, blank lines and `#` comments: nothing to send
     sent: int = 0  # IDs for which at least one request left
     succeeded: int = 0
     bad_response: int = 0  # in doubt: a 2xx whose answer named no valid new run
@@ -61,11 +64,15 @@ class Tally:
     skipped_succeeded: int = 0
     skipped_failed: int = 0
     skipped_in_doubt: int = 0
+    skipped_is_rerun: int = 0  # the ledger names the ID as a new run of an earlier rerun
     not_sent: int = 0  # read, then left unsent because the run stopped
     requests: int = 0
     retries: int = 0
     by_status: Counter[str] = field(default_factory=Counter)  # "202", "429", "timeout", …
     in_doubt: list[str] = field(default_factory=list)
+    # Sent, answered "not now" (429, 500, 503) or refused (401/403), and the run stopped
+    # before the next attempt: nothing in flight, and the same command sends them again.
+    unsettled: list[str] = field(default_factory=list)
     circuit_opened: int = 0
     # --wait: how accepted reruns ended, by outcome; the original IDs of those that did
     # not complete, by outcome.
@@ -116,6 +123,8 @@ class RunResult:
     waited: bool = False  # rerun --wait followed the reruns to their end
     budget: BudgetReport | None = None  # the token's rate budget, when a store was open
     ledger_error: str | None = None  # why the ledger could not be written, if it could not
+    input_done: bool = True  # every input line was read; False when the run stopped first
+    unread_lines: int | None = None  # lines never read, when known (a file, not stdin)
 
 
 def exit_code(result: RunResult) -> ExitCode:
@@ -139,6 +148,8 @@ def exit_code(result: RunResult) -> ExitCode:
     tally = result.tally
     if tally.failed_total or tally.rejected or tally.in_doubt or tally.skipped_failed:
         return ExitCode.INCOMPLETE
+    if tally.unsettled:
+        return ExitCode.INCOMPLETE
     if tally.finished["failed_again"] or tally.finished["timed_out"]:
         return ExitCode.INCOMPLETE
     return ExitCode.OK
@@ -158,12 +169,19 @@ def summary(result: RunResult) -> dict[str, object]:
         "rejected": tally.rejected,
         "in_doubt": len(tally.in_doubt),
         "in_doubt_ids": tally.in_doubt[:SHOWN_IN_DOUBT],
+        "unsettled": len(tally.unsettled),
+        "unsettled_ids": tally.unsettled[:SHOWN_IN_DOUBT],
         "possibly_duplicated": len(tally.resent_after_doubt),
         "possibly_duplicated_ids": tally.resent_after_doubt[:SHOWN_IN_DOUBT],
         "skipped_done": tally.skipped_succeeded,
         "skipped_failed": tally.skipped_failed,
+        "skipped_is_rerun": tally.skipped_is_rerun,
         "duplicates": tally.duplicates,
         "not_sent": tally.not_sent,
+        "blank_lines": tally.blank,
+        "lines": tally.lines,
+        "input_unread": not result.input_done,
+        "unread_lines": 0 if result.input_done else result.unread_lines,
         "requests": tally.requests,
         "retries": tally.retries,
         "requests_by_status": dict(sorted(tally.by_status.items())),
@@ -223,6 +241,9 @@ class LedgerReport:
     sessions: int = 0
     last_reason: str | None = None  # of the last session_ended, None while one is open
     last_exit_code: int | None = None
+    last_input_unread: bool = False  # the last session stopped before its input's end
+    # IDs a session skipped as new runs of earlier reruns (`skipped` records).
+    skipped_reruns: IdSet = field(default_factory=IdSet)
     first_at: str | None = None
     last_at: str | None = None
     session_s: float = 0.0  # time spent inside sessions, summed
@@ -235,22 +256,18 @@ class LedgerReport:
 
     def feed_lines(self, lines: Iterable[bytes]) -> None:
         """Fold ledger lines in; torn or corrupt lines are counted and skipped, as in replay."""
-        for _, record in read_records(lines):
+        for number, record in read_records(lines):
             if record is None:
                 self.state.corrupt_lines += 1
+                if len(self.state.corrupt_shown) < SHOWN_CORRUPT:
+                    self.state.corrupt_shown.append(number)
             else:
                 self.feed(record)
 
     def feed(self, record: dict[str, object]) -> None:
         self.state.records += 1
         event = record.get("event")
-        at = record.get("at")
-        when = _seconds(at)
-        if isinstance(at, str):
-            self.first_at = self.first_at or at
-            self.last_at = at
-        if when is not None and self._session_start is not None:
-            self._session_last = when
+        when = self._timed(record.get("at"))
         run_id = record.get("original_run_id")
         before = self.state.ids.get(run_id) if isinstance(run_id, str) else None
         self.state.apply(record)
@@ -261,11 +278,12 @@ class LedgerReport:
                 self._session_start = self._session_last = when
                 self.last_reason = None
                 self.last_exit_code = None
+                self.last_input_unread = False
             case "session_ended":
-                self._close_session()
-                self.last_reason = str(record.get("reason"))
-                code = record.get("exit_code")
-                self.last_exit_code = code if isinstance(code, int) else None
+                self._session_ended(record)
+            case "skipped" if isinstance(skipped := record.get("run_id"), str):
+                if record.get("reason") == "is_rerun":
+                    self.skipped_reruns.add(skipped)
             case "rejected":
                 self.rejected[(record.get("line"), record.get("input"))] = str(
                     record.get("input", "")
@@ -286,6 +304,23 @@ class LedgerReport:
                     self.retries += 1
                 elif before is not IdState.SUCCEEDED:
                     self._settled(run_id, record)
+
+    def _timed(self, at: object) -> float | None:
+        """Note a record's time; it in seconds, when it is one."""
+        when = _seconds(at)
+        if isinstance(at, str):
+            self.first_at = self.first_at or at
+            self.last_at = at
+        if when is not None and self._session_start is not None:
+            self._session_last = when
+        return when
+
+    def _session_ended(self, record: dict[str, object]) -> None:
+        self._close_session()
+        self.last_reason = str(record.get("reason"))
+        code = record.get("exit_code")
+        self.last_exit_code = code if isinstance(code, int) else None
+        self.last_input_unread = record.get("input_unread") is True
 
     def _answered(self, run_id: str, record: dict[str, object], when: float | None) -> None:
         status = record.get("http_status")
@@ -323,9 +358,16 @@ class LedgerReport:
     def count(self, state: IdState) -> int:
         return sum(1 for _ in self.state.ids.with_state(state))
 
+    def is_rerun_skips(self) -> Iterator[str]:
+        """IDs skipped as new runs of earlier reruns and never sent since."""
+        return (i for i in self.skipped_reruns if i not in self.state.ids)
+
     def exit_code(self) -> ExitCode:
-        """As a run would end now: 1 while anything failed, was rejected or is in doubt."""
+        """As a run would end now: 1 while anything failed, was rejected, is in doubt or
+        unsettled (a next run sends it again)."""
         if self.failed_error or self.rejected or self.count(IdState.IN_DOUBT):
+            return ExitCode.INCOMPLETE
+        if self.count(IdState.RESENDABLE):
             return ExitCode.INCOMPLETE
         if {"failed_again", "timed_out"} & set(self.finished.values()):
             return ExitCode.INCOMPLETE
@@ -356,6 +398,9 @@ class LedgerReport:
             "in_doubt": self.count(IdState.IN_DOUBT),
             "in_doubt_ids": in_doubt,
             "unsettled": self.count(IdState.RESENDABLE),
+            "unsettled_ids": list(itertools.islice(self.ids(IdState.RESENDABLE), SHOWN_IN_DOUBT)),
+            "skipped_is_rerun": sum(1 for _ in self.is_rerun_skips()),
+            "last_session_input_unread": self.last_input_unread,
             "requests": self.requests,
             "retries": self.retries,
             "requests_by_status": dict(sorted(self.by_status.items())),
@@ -366,6 +411,7 @@ class LedgerReport:
             "last_at": self.last_at,
             "latency_ms": _percentiles(self.latencies),
             "corrupt_lines": self.state.corrupt_lines,
+            "corrupt_line_numbers": list(self.state.corrupt_shown),
             "ledger": ledger,
         }
         if self.finished:

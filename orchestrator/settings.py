@@ -80,6 +80,8 @@ class RerunSettings(BaseSettings):
     timeout: float = Field(default=30.0, gt=0, le=3600)
     retry_failed: bool = False
     retry_in_doubt: bool = False
+    # Send IDs the ledger names as new runs of earlier reruns (skipped as `is_rerun` else).
+    include_reruns: bool = False
     dry_run: bool = False
     fsync: FsyncPolicy = FsyncPolicy.BATCH
     # The error budget (see budget.py); None is no limit.

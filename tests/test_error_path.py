@@ -34,7 +34,7 @@ _NONE = type(None)
 # string in every event; ID events must name their ID.
 READ_FIELDS: dict[str, dict[str, Kind]] = {
     "session_started": {},
-    "session_ended": {"exit_code": _INT, "reason": _STR},
+    "session_ended": {"exit_code": _INT, "reason": _STR, "input_unread": (bool,)},
     "dispatched": {"original_run_id": _STR},
     "attempt_failed": {
         "original_run_id": _STR,
@@ -51,8 +51,11 @@ READ_FIELDS: dict[str, dict[str, Kind]] = {
     "failed": {"original_run_id": _STR, "http_status": (int, _NONE), "error": _STR},
     "finished": {"original_run_id": _STR, "new_run_id": _STR, "outcome": _STR},
     "rejected": {"line": _INT, "input": _STR},
+    "skipped": {"run_id": _STR, "reason": _STR},
 }
 ID_EVENTS = {e for e, fields in READ_FIELDS.items() if "original_run_id" in fields}
+# Fields without which an event is no record.
+REQUIRED = {**dict.fromkeys(ID_EVENTS, "original_run_id"), "skipped": "run_id"}
 
 
 def _of(value: object, kind: Kind) -> bool:
@@ -68,7 +71,7 @@ def is_record(value: object) -> bool:
     if event not in READ_FIELDS:
         return False
     fields = {"at": _STR, **READ_FIELDS[event]}
-    if event in ID_EVENTS and "original_run_id" not in value:
+    if event in REQUIRED and REQUIRED[event] not in value:
         return False
     return all(_of(value[key], kind) for key, kind in fields.items() if key in value)
 
@@ -102,6 +105,8 @@ record_like = st.fixed_dictionaries(
         "input": st.text(max_size=8) | json_values,
         "outcome": st.sampled_from(["failed_again", "in_doubt", "completed"]) | json_values,
         "attempt": json_values,
+        "run_id": run_ids | json_values,
+        "input_unread": st.booleans() | json_values,
     },
 )
 GOOD = {
@@ -116,6 +121,8 @@ GOOD = {
     "line": st.integers(1, 9),
     "input": st.text(max_size=8),
     "outcome": st.sampled_from(["failed_again", "in_doubt", "completed", "lost"]),
+    "run_id": run_ids,
+    "input_unread": st.booleans(),
 }
 # Records as the writer makes them, and the same with one field's value replaced.
 good_records = st.sampled_from(list(READ_FIELDS)).flatmap(

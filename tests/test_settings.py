@@ -72,6 +72,7 @@ LAYERS: dict[str, tuple[str, str, object, tuple[object, object, object]]] = {
     "timeout": ("1.5", "2.5", 3.5, (1.5, 2.5, 3.5)),
     "retry_failed": ("true", "false", True, (True, False, True)),
     "retry_in_doubt": ("true", "false", True, (True, False, True)),
+    "include_reruns": ("true", "false", True, (True, False, True)),
     "dry_run": ("true", "false", True, (True, False, True)),
     "fsync": (
         '"never"',

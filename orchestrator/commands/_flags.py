@@ -73,6 +73,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         default=S,
         help="resend IDs that may or may not have been accepted",
     )
+    add(
+        "--include-reruns",
+        action=flag,
+        default=S,
+        help="send IDs the ledger names as new runs of earlier reruns (skipped as is_rerun)",
+    )
     add("--dry-run", action=flag, default=S, help="validate and plan; send and write nothing")
     add(
         "--fsync",

@@ -21,7 +21,7 @@ from ..engine import Plumbing, run_rerun
 from ..ledger import LedgerLocked
 from ..metrics import STDOUT, write_metrics, write_summary_json
 from ..progress import LinesAbove, count_lines, live_progress
-from ..report import ExitCode, StopReason, exit_code, summary
+from ..report import ExitCode, RunResult, StopReason, exit_code, summary
 from ..settings import ConfigError, Loaded, RerunSettings, environ, load_token, warn_if_short
 from ..source import InputError
 from ._flags import FLAGS, add_settings_arguments, settings_from
@@ -74,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     loaded.warn()
     try:
-        return _run(loaded, settings)
+        # The words the command was given, for the "run the same command again" hint.
+        argv: list[str] = getattr(args, "argv", None) or sys.argv[1:]
+        return _run(loaded, settings, argv)
     except ConfigError:
         if settings.metrics_file is not None and output_problem(settings.metrics_file) is None:
             _write_metrics(settings, None, ExitCode.USAGE)
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise
 
 
-def _run(loaded: Loaded, settings: RerunSettings) -> int:
+def _run(loaded: Loaded, settings: RerunSettings, argv: list[str]) -> int:
     _check_paths(loaded)
     token = None if settings.dry_run else load_token(environ(), settings.token_file)
     stderr = sys.stderr
@@ -128,10 +130,13 @@ def _run(loaded: Loaded, settings: RerunSettings) -> int:
     if result.reason is StopReason.OUTPUT_CLOSED:
         detach_stdout()  # the reader of the dry run's plan has seen enough (`| head`)
         return ExitCode.BROKEN_PIPE
+    if not result.input_done and settings.source != "-":
+        result = dataclasses.replace(
+            result, unread_lines=_unread_lines(settings.source, result.tally.lines)
+        )
     code = exit_code(result)
     fields = summary(result)
-    if result.tally.failed_total or result.tally.skipped_failed:
-        fields["retry_command"] = retry_command(loaded)
+    fields.update(next_step(result, loaded, argv))
     if resolve_format(settings.log_format, stderr) == "console":
         title = "dry run" if settings.dry_run else f"rerun {result.reason.value}"
         print_summary(fields, f"{title}: exit {int(code)}", stderr)
@@ -179,6 +184,37 @@ def retry_command(loaded: Loaded) -> str:
     if loaded.origins["base_url"].startswith("flag"):
         args += ["--base-url", shlex.quote(settings.base_url)]
     return f"orchestrator report {ledger} --ids failed | " + " ".join(args)
+
+
+def next_step(result: RunResult, loaded: Loaded, argv: list[str]) -> dict[str, str]:
+    """The hint the summary ends with: `resume_command` while the same command has work
+    left (mid-retry IDs, IDs read but not sent, lines not read), for that sends it and
+    `--retry-failed` would not; else `retry_command` when some ID failed."""
+    tally, settings = result.tally, loaded.settings
+    if not settings.dry_run and (tally.unsettled or tally.not_sent or not result.input_done):
+        return {"resume_command": resume_command(argv, stdin=settings.source == "-")}
+    if tally.failed_total or tally.skipped_failed:
+        return {"retry_command": retry_command(loaded)}
+    return {}
+
+
+def resume_command(argv: list[str], *, stdin: bool) -> str:
+    """The command as it was given, on one line: run again, it sends what this run left
+    (mid-retry IDs, lines not read) and skips what is done. Fed from stdin, it needs the
+    same input again, which only the operator knows."""
+    command = shlex.join(["orchestrator", *argv])
+    return f"<the same input> | {command}" if stdin else command
+
+
+def _unread_lines(source: str, read: int) -> int | None:
+    """Lines of the input file after the last one read, counted as the engine counts; None
+    unless it is a regular file (a pipe, as `<(select …)` gives, cannot be read again)."""
+    try:
+        if not Path(source).is_file():
+            return None
+        return max(0, count_lines(source) - read)
+    except OSError:
+        return None
 
 
 def _check_paths(loaded: Loaded) -> None:
