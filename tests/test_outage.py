@@ -57,6 +57,17 @@ async def run(
     return await run_rerun(settings, TOKEN, plumbing)
 
 
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [(None, 300.0), ("90s", 90.0), ("1h", 3600.0), ("none", None), ("0", None), (0, None)],
+)
+def test_max_outage_is_5_minutes_unless_set_and_none_or_0_turn_it_off(
+    given: object, seconds: float | None
+) -> None:
+    flags = {} if given is None else {"max_outage": given}
+    assert load_settings(flags, FLAGS).settings.max_outage == seconds
+
+
 # ---- the pacer's watch ----------------------------------------------------------------
 
 
@@ -111,16 +122,23 @@ async def test_a_dead_api_stops_with_outage_exit_3_and_every_id_stays_resendable
     ledger = tmp_path / "ledger.jsonl"
     ids = make_ids(30)
     base_url = f"http://127.0.0.1:{dead_port()}"
-    clock = FakeClock()
+    clock = FakeClock(autojump=False)
     started = clock.now()
     with capture_logs() as logs:
-        result = await run(
-            base_url, ledger, ids, clock, concurrency=4, circuit_threshold=circuit_threshold
-        )
+        async with clock.driven():
+            result = await run(
+                base_url,
+                ledger,
+                ids,
+                clock,
+                concurrency=4,
+                circuit_threshold=circuit_threshold,
+                max_outage="2m",
+            )
     assert result.reason is StopReason.OUTAGE
     assert exit_code(result) == ExitCode.ABORTED
-    # Given up once the 5 minutes were up, not after the next minute-long backoff or more.
-    assert 300 <= clock.now() - started < 330
+    # Given up once the 2 minutes were up, not after the next minute-long backoff or more.
+    assert 120 <= clock.now() - started < 150
     detail = str(summary(result)["abort_detail"])
     assert detail.startswith("outage: no HTTP answer from " + base_url)
     assert "last error: connection: connection refused" in detail
@@ -154,19 +172,21 @@ async def test_a_circuit_held_open_by_5xx_answers_is_an_outage_too(tmp_path: Pat
     assert result.tally.failed_total == 0
 
 
-class Reviving(FakeClock):
-    """A virtual clock that calls `revive` once, the first time it passes `at`."""
+class AtTime(FakeClock):
+    """A virtual clock that runs `action` once, the first time it passes `at` seconds."""
 
-    def __init__(self, at: float, revive: Callable[[], Awaitable[None]]) -> None:
-        super().__init__()
+    def __init__(
+        self, at: float, action: Callable[[], Awaitable[None]], *, autojump: bool = True
+    ) -> None:
+        super().__init__(autojump=autojump)
         self._at = self.now() + at
-        self._revive: Callable[[], Awaitable[None]] | None = revive
+        self._action: Callable[[], Awaitable[None]] | None = action
 
     async def sleep(self, seconds: float) -> None:
         await super().sleep(seconds)
-        if self._revive is not None and self.now() >= self._at:
-            revive, self._revive = self._revive, None
-            await revive()
+        if self._action is not None and self.now() >= self._at:
+            action, self._action = self._action, None
+            await action()
 
 
 async def test_a_run_whose_api_comes_back_before_max_outage_goes_on(tmp_path: Path) -> None:
@@ -179,13 +199,37 @@ async def test_a_run_whose_api_comes_back_before_max_outage_goes_on(tmp_path: Pa
             sim = RunningSimulator(SimConfig(accept_any=True, token=TOKEN), port=port)
             await stack.enter_async_context(sim)
 
-        clock = Reviving(240, revive)
+        clock = AtTime(240, revive, autojump=False)  # many sleepers: time driven faithfully
         started = clock.now()
-        result = await run(f"http://127.0.0.1:{port}", tmp_path / "l.jsonl", ids, clock)
+        async with clock.driven():
+            result = await run(f"http://127.0.0.1:{port}", tmp_path / "l.jsonl", ids, clock)
     assert result.reason is StopReason.COMPLETED
     assert result.tally.succeeded == 20
     assert result.tally.circuit_opened >= 1
     assert clock.now() - started >= 240  # it did wait the outage out
+
+
+async def test_with_wait_an_api_gone_while_following_stops_as_an_outage(tmp_path: Path) -> None:
+    """Polls pass the same pacer: once the API is gone for --max-outage, the run stops
+    (exit 3) instead of polling on until --wait-timeout, and the next run follows on."""
+    ids = make_ids(5)
+    ledger = tmp_path / "l.jsonl"
+    stuck = dict.fromkeys(ids, "stuck")  # new runs that never end
+    async with RunningSimulator(
+        SimConfig(accept_any=True, token=TOKEN, rerun_outcomes=stuck)
+    ) as sim:
+        # The API goes away while the new runs are followed (a clock driven faithfully:
+        # the first poll's nap must not carry time past the reruns still in flight).
+        clock = AtTime(5, sim.stop, autojump=False)
+        async with clock.driven():
+            result = await run(
+                sim.base_url, ledger, ids, clock, wait=True, poll_interval="10s", max_outage="2m"
+            )
+    assert result.reason is StopReason.OUTAGE
+    assert exit_code(result) == ExitCode.ABORTED
+    assert result.tally.succeeded == 5
+    assert sum(result.tally.finished.values()) == 0  # none given up as timed out
+    assert len(replay_file(ledger, unfinished=True).unfinished or {}) == 5
 
 
 # ---- the CLI ------------------------------------------------------------------------------
