@@ -99,7 +99,7 @@ class Plumbing:
     # terminal's y/N); None sends without asking.
     confirm: Callable[[Plan], bool] | None = None
     # Dry run: the token, when one is set, to read a limit learned for it from the store.
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
 
     @classmethod
     def default(cls) -> Plumbing:

@@ -99,8 +99,9 @@ def _run(loaded: Loaded, settings: RerunSettings) -> int:
     _check_paths(loaded)
     token = None if settings.dry_run else load_token(environ(), settings.token_file)
     # A dry run needs no token; one that is set finds the limit learned for it.
-    dry_token = next(iter(known_secrets(environ(), settings.token_file)), None)
-    dry_token = dry_token if settings.dry_run else None
+    dry_token = None
+    if settings.dry_run:
+        dry_token = next(iter(known_secrets(environ(), settings.token_file)), None)
     stderr = sys.stderr
     show_progress = settings.progress and not settings.dry_run and stderr.isatty()
     console = Console(file=stderr) if show_progress else None
