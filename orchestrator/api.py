@@ -18,9 +18,11 @@ with `bad_response`: the rerun may well exist, so that ID is in doubt too.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final, TypeVar
 
 import aiohttp
@@ -75,6 +77,8 @@ class Retryable:
     resendable: bool
     retry_after: float | None = None
     hint: RateHint | None = None  # what the server said of its rate limit
+    # With no answer: why, as an operator would read it ("connection refused").
+    detail: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,12 +183,37 @@ _FAULTS: Final = frozenset({"server_error", "timeout", "connection"})
 
 def answer_of(outcome: object) -> Answer:
     """What pacing learns from an outcome: a throttle, a fault, a stated limit, or just an
-    answer (any other result, such as a run read back)."""
+    answer (any other result, such as a run read back); and whether any HTTP answer came."""
     if not isinstance(outcome, Accepted | Retryable | Failed | Abort):
         return Answer()
     throttled = isinstance(outcome, Retryable) and outcome.http_status == 429
     fault = isinstance(outcome, Retryable | Failed) and outcome.error in _FAULTS
-    return Answer(throttled=throttled, fault=fault, hint=outcome.hint)
+    return Answer(
+        throttled=throttled,
+        fault=fault,
+        hint=outcome.hint,
+        answered=outcome.http_status is not None,
+        error=describe_error(outcome) if fault and not isinstance(outcome, Accepted) else None,
+    )
+
+
+def describe_error(outcome: Retryable | Failed | Abort) -> str:
+    """An outcome's error as an operator reads it: `HTTP 503 server_error`, or without
+    an answer `connection: connection refused`."""
+    if outcome.http_status is not None:
+        return f"HTTP {outcome.http_status} {outcome.error}"
+    detail = outcome.detail if isinstance(outcome, Retryable) else None
+    return outcome.error if detail is None else f"{outcome.error}: {detail}"
+
+
+def _connect_reason(exc: aiohttp.ClientConnectorError) -> str:
+    """Why a connection did not open, in the system's words and free of the URL."""
+    os_error = exc.os_error
+    if isinstance(os_error, socket.gaierror):
+        return f"cannot resolve host ({os_error.strerror})"
+    if os_error.errno:
+        return os.strerror(os_error.errno).lower()
+    return type(os_error).__name__
 
 
 def parse_accepted(status: int, body: bytes) -> Accepted:
@@ -251,13 +280,13 @@ class AltostratClient:
                 return replace(parse_accepted(response.status, body), hint=hint)
         except aiohttp.ConnectionTimeoutError:
             # The connection never opened, so the request never left.
-            return Retryable(None, "timeout", True)
+            return Retryable(None, "timeout", True, detail="connecting timed out")
         except TimeoutError:
-            return Retryable(None, "timeout", False)
-        except aiohttp.ClientConnectorError:
-            return Retryable(None, "connection", True)
-        except aiohttp.ClientError:
-            return Retryable(None, "connection", False)
+            return Retryable(None, "timeout", False, detail="no answer in time")
+        except aiohttp.ClientConnectorError as exc:
+            return Retryable(None, "connection", True, detail=_connect_reason(exc))
+        except aiohttp.ClientError as exc:
+            return Retryable(None, "connection", False, detail=type(exc).__name__)
         except Exception as exc:  # whatever a server sends, the run goes on
             # The request may have left: in doubt, never retried.
             log.debug("api.unreadable_answer", error=type(exc).__name__)
@@ -316,9 +345,11 @@ class AltostratClient:
                     return Failed(response.status, "response_too_large")
                 return _Body(response.status, body)
         except TimeoutError:  # connect or read timeout: nothing was changed, so nothing in doubt
-            return Retryable(None, "timeout", True)
-        except aiohttp.ClientError:
-            return Retryable(None, "connection", True)
+            return Retryable(None, "timeout", True, detail="no answer in time")
+        except aiohttp.ClientConnectorError as exc:
+            return Retryable(None, "connection", True, detail=_connect_reason(exc))
+        except aiohttp.ClientError as exc:
+            return Retryable(None, "connection", True, detail=type(exc).__name__)
         except Exception as exc:  # whatever a server sends, the run goes on
             log.debug("api.unreadable_answer", error=type(exc).__name__)
             return Retryable(None, "bad_response", True)

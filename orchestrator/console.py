@@ -25,6 +25,7 @@ from rich.text import Text
 
 from .escape import escape, escape_lines
 from .rates import format_rate
+from .report import estimate_text
 
 REDACTED: Final = "[redacted]"
 LEVELS: Final = ("debug", "info", "warning", "error")
@@ -318,7 +319,7 @@ def _ending_rows(table: Table, fields: Mapping[str, object]) -> None:
     """What follows the counts: a dry run's sends, how new runs ended, timing, the rate
     budget, why the run stopped, what the ledger missed, and the next step."""
     if "would_send" in fields:
-        _row(table, "would send", f"{fields['would_send']:,}", "dry run: nothing was sent")
+        _row(table, "would send", f"{fields['would_send']:,}", _estimate(fields))
     ended = fields.get("finished_by_outcome")
     if isinstance(ended, dict):
         for outcome, count in ended.items():
@@ -352,6 +353,18 @@ def _corrupt(numbers: object, total: object) -> str:
     """`lines 3, 9 … and 4 more`: where the lines that are no record are."""
     shown = _ids(numbers, total)
     return f"lines {shown}, skipped" if shown else ""
+
+
+def _estimate(fields: Mapping[str, object]) -> str:
+    """A dry run's estimate: `about 2 h 47 min at 60/min to URL; nothing was sent`."""
+    seconds, per_s = fields.get("estimated_duration_s"), fields.get("estimate_rate_per_s")
+    base_url = str(fields.get("base_url", "the API"))
+    text = estimate_text(
+        seconds if isinstance(seconds, int | float) else None,
+        per_s if isinstance(per_s, int | float) else None,
+        base_url,
+    )
+    return f"{text}; dry run: nothing was sent"
 
 
 def _unrecorded(fields: Mapping[str, object]) -> str:

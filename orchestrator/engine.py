@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, Final, TextIO
 
 import aiohttp
 import anyio
@@ -38,7 +38,7 @@ from . import __version__
 from .api import Abort, Accepted, AltostratClient, Failed, Outcome, Retryable, answer_of
 from .budget import ErrorBudget
 from .ids import Rejected, parse_line
-from .idstore import IdState
+from .idstore import IdSet, IdState
 from .ledger import (
     AttemptFailed,
     Dispatched,
@@ -57,11 +57,12 @@ from .ledger import (
 )
 from .ledger import Failed as FailedRecord
 from .ledger import Rejected as RejectedRecord
-from .pacing import Backoff, Clock, Pacer, RealClock, log_pacing
-from .report import RunResult, Snapshot, StopReason, Tally, exit_code
+from .pacing import Backoff, Clock, OutageError, Pacer, RealClock, log_pacing
+from .report import Estimate, RunResult, Snapshot, StopReason, Tally, effective_rate, exit_code
 from .settings import ConfigError, RerunSettings
-from .sharedrate import SharedSchedule, open_shared
+from .sharedrate import SharedSchedule, open_shared, peek_limit
 from .source import Batches, InputError, InputFailed, open_source, read_in_background
+from .spans import format_span
 from .waiting import Waiter, WaitPolicy
 
 log = structlog.get_logger("orchestrator")
@@ -95,10 +96,29 @@ class Plumbing:
     monitor: Callable[[Callable[[], Snapshot]], AbstractContextManager[object]] | None = None
     # The ledger's system calls; tests fill the disk or fail an fsync here.
     ledger_ops: FileOps | None = None
+    # Asked, before a real run sends anything, whether to go on with this plan (the
+    # terminal's y/N); None sends without asking.
+    confirm: Callable[[Plan], bool] | None = None
+    # Dry run: the token, when one is set, to read a limit learned for it from the store.
+    token: str | None = field(default=None, repr=False)
 
     @classmethod
     def default(cls) -> Plumbing:
         return cls(clock=RealClock(), rng=random.Random())
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a real run is about to do, for the operator to confirm."""
+
+    count: int | None  # IDs to send; None when not known ahead (stdin, or too many lines)
+    source: str
+    base_url: str
+    per_s: float | None  # the rate it paces at; None for no limit
+
+    @property
+    def estimate(self) -> Estimate | None:
+        return None if self.count is None else Estimate(self.count, self.per_s)
 
 
 class Rerun:
@@ -113,8 +133,10 @@ class Rerun:
         plumbing: Plumbing,
         *,
         shared: SharedSchedule | None = None,
+        learned_per_s: float | None = None,
     ) -> None:
         self.settings = settings
+        self._learned_per_s = learned_per_s  # dry run: a limit the store knows, for the estimate
         self.tally = Tally()
         self._client = client
         self._writer = writer
@@ -127,6 +149,7 @@ class Rerun:
             plumbing.clock,
             circuit_threshold=settings.circuit_threshold,
             shared=shared,
+            max_outage=settings.max_outage,
         )
         self._budget = ErrorBudget(
             settings.max_failures, settings.max_client_failures, settings.max_server_failures
@@ -285,6 +308,12 @@ class Rerun:
             budget=None if self._pacer.shared is None else self._pacer.shared.report(),
             ledger_error=self._ledger_error,
             input_done=self._input_done,
+            base_url=self.settings.base_url,
+            estimate=Estimate(
+                self.tally.would_send, effective_rate(self.settings.rate, self._learned_per_s)
+            )
+            if self.settings.dry_run
+            else None,
         )
 
     # ---- the ledger -----------------------------------------------------------------------
@@ -355,25 +384,18 @@ class Rerun:
             self._reject(parsed)
             return None
         state = self._ids.get(parsed)
-        skip: str | None = None
-        if state == IdState.QUEUED:
+        skip = skip_reason(state, parsed in self._reruns, self.settings)
+        if skip == "duplicate":
             self.tally.duplicates += 1
-            skip = "duplicate"
-        elif parsed in self._reruns and not self.settings.include_reruns:
-            # A new run made by an earlier rerun (`select` output lists them too): rerunning
-            # it would rerun the rerun. Before the ID's own states: it is not an original.
+        elif skip == "is_rerun":
             self._skip_rerun(parsed)
-            skip = "is_rerun"
-        elif state == IdState.SUCCEEDED:
+        elif skip == "succeeded":
             self.tally.skipped_succeeded += 1
-            skip = "succeeded"
-        elif state == IdState.FAILED and not self.settings.retry_failed:
+        elif skip == "failed":
             self.tally.skipped_failed += 1
-            skip = "failed"
-        elif state == IdState.IN_DOUBT and not self.settings.retry_in_doubt:
+        elif skip == "in_doubt":
             self.tally.skipped_in_doubt += 1
             self.tally.in_doubt.append(parsed)
-            skip = "in_doubt"
         if skip is not None:
             self._plan("skip", parsed, skip)
             return None
@@ -435,9 +457,36 @@ class Rerun:
             self._waits.add(scope)
             try:
                 await wait()
+            except OutageError as exc:  # from the pacer, in a worker's turn or a poll
+                self._outage(exc)
             finally:
                 self._waits.discard(scope)
         return not self.stopping
+
+    def _outage(self, exc: OutageError) -> None:
+        """The API has been down for --max-outage: stop as a signal does. Requests in
+        flight finish; whatever is not settled stays resendable (or in doubt, when a
+        request may have been accepted unseen)."""
+        if self.stopping:
+            return
+        what = (
+            "no HTTP answer"
+            if exc.kind == "no_answer"
+            else "the circuit open (the service kept failing)"
+        )
+        detail = (
+            f"outage: {what} from {self.settings.base_url} for {format_span(exc.seconds)} "
+            f"(--max-outage); last error: {exc.last_error or 'none'}"
+        )
+        log.error(
+            "rerun.outage",
+            base_url=self.settings.base_url,
+            last_error=exc.last_error,
+            max_outage_s=exc.seconds,
+            detail=detail + "; no new request starts, and the same command resends "
+            "what is not settled once the API is back",
+        )
+        self.request_stop(StopReason.OUTAGE, detail)
 
     async def _rerun_one(self, run_id: str) -> None:
         assert self._client is not None
@@ -447,6 +496,7 @@ class Rerun:
         attempt = 0  # requests sent for this ID
         tries = 0  # of them, those that count against --max-attempts (not 429s)
         throttles = 0
+        unreached_in_row = 0  # attempts that never reached the server, lately: for backoff
         while True:
             if self.stopping:
                 self._stopped_between_attempts(run_id, last)
@@ -477,8 +527,13 @@ class Rerun:
             self.tally.requests += 1
             self.tally.by_status[_status_key(outcome)] += 1
             throttled = self._learn(outcome, sent_at)
-            throttles += throttled
-            tries += not throttled
+            # A connection that never opened tells of the service, not of this ID: while
+            # --max-outage bounds the outage, it spends no attempt (MAX_THROTTLES caps it),
+            # so a dead API leaves the ID resendable, not failed.
+            unreached = self._unreached(outcome)
+            unreached_in_row = unreached_in_row + 1 if unreached else 0
+            throttles += throttled or unreached
+            tries += not (throttled or unreached)
             if (
                 not isinstance(outcome, Retryable)
                 or tries >= self.settings.max_attempts
@@ -494,10 +549,20 @@ class Rerun:
             # Retry-After the shared pause is the wait; otherwise our own backoff.
             if throttled or outcome.retry_after is not None:
                 continue
-            delay = self._plumbing.backoff.delay(tries, self._plumbing.rng)
+            delay = self._plumbing.backoff.delay(tries + unreached_in_row, self._plumbing.rng)
             if not await self._unless_stopped(functools.partial(self._clock.sleep, delay)):
                 self._stopped_between_attempts(run_id, last)
                 return
+
+    def _unreached(self, outcome: Outcome) -> bool:
+        """The request provably never reached the server (the connection was refused or
+        never opened), and an outage is watched for."""
+        return (
+            self._pacer.max_outage is not None
+            and isinstance(outcome, Retryable)
+            and outcome.http_status is None
+            and outcome.resendable
+        )
 
     async def _send_on_time(self, slot: float) -> None:
         """Leave a fixed lag after the slot: the ledger's durable write between the two
@@ -775,7 +840,11 @@ async def run_rerun(
             cleanup.callback(source.close)
         if settings.dry_run:
             resume = _resume(settings)
-            return await Rerun(settings, None, None, resume, plumbing).run(source)
+            learned = None
+            if plumbing.token is not None:
+                learned = await peek_limit(settings.store_spec, settings.base_url, plumbing.token)
+            rerun = Rerun(settings, None, None, resume, plumbing, learned_per_s=learned)
+            return await rerun.run(source)
         assert token is not None
         writer = _open_ledger(settings, plumbing.ledger_ops)
         cleanup.callback(writer.close)
@@ -785,6 +854,19 @@ async def run_rerun(
         )
         if shared is not None:
             cleanup.push_async_callback(shared.close)
+        if plumbing.confirm is not None:
+            plan = _plan(settings, resume, shared)
+            # Nothing runs yet that blocking on the terminal could hold up.
+            if not plumbing.confirm(plan):
+                log.info("rerun.declined", detail="nothing was sent")
+                return RunResult(
+                    tally=Tally(),
+                    reason=StopReason.DECLINED,
+                    elapsed_s=0.0,
+                    ledger=str(settings.ledger),
+                    abort_detail="declined at the prompt: nothing was sent",
+                    base_url=settings.base_url,
+                )
         connector = aiohttp.TCPConnector(limit=settings.concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
             client = AltostratClient(session, settings.base_url, token, settings.timeout)
@@ -821,3 +903,57 @@ def _resume(settings: RerunSettings) -> ResumeState:
         dry_run=settings.dry_run,
     )
     return resume
+
+
+# Lines a plan counts ahead at most; past that, the count is not worth the wait (nor the
+# memory of its duplicate check: a compact set, about 35 bytes an ID).
+PLAN_MAX_LINES: Final = 1_000_000
+
+
+def skip_reason(state: IdState | None, is_rerun: bool, settings: RerunSettings) -> str | None:
+    """Why an ID read from the input is not sent, by its state in the ledger (QUEUED: seen
+    earlier in this input) and whether the ledger names it as a rerun's new run; None to
+    send it. Pure: a run's admission and its plan's count decide alike."""
+    if state == IdState.QUEUED:
+        return "duplicate"
+    if is_rerun and not settings.include_reruns:
+        # A new run made by an earlier rerun (`select` output lists them too): rerunning
+        # it would rerun the rerun. Before the ID's own states: it is not an original.
+        return "is_rerun"
+    if state == IdState.SUCCEEDED:
+        return "succeeded"
+    if state == IdState.FAILED and not settings.retry_failed:
+        return "failed"
+    if state == IdState.IN_DOUBT and not settings.retry_in_doubt:
+        return "in_doubt"
+    return None
+
+
+def _plan(settings: RerunSettings, resume: ResumeState, shared: SharedSchedule | None) -> Plan:
+    learned = None
+    if shared is not None and shared.limit is not None and shared.limit.how != "stated":
+        learned = shared.limit.per_s
+    count = None if settings.source == "-" else _count_to_send(settings, resume)
+    return Plan(count, settings.source, settings.base_url, effective_rate(settings.rate, learned))
+
+
+def _count_to_send(settings: RerunSettings, resume: ResumeState) -> int | None:
+    """IDs in the source file that the run would send, by the ledger as it stands: one
+    streaming pass, as `_admit` decides (None past PLAN_MAX_LINES, or unreadable: the run
+    itself says why)."""
+    seen = IdSet()
+    count = 0
+    try:
+        with open(settings.source, "rb") as stream:
+            for number, raw in enumerate(stream, 1):
+                if number > PLAN_MAX_LINES:
+                    return None
+                parsed = parse_line(raw, number)
+                if not isinstance(parsed, str) or parsed in seen:
+                    continue
+                seen.add(parsed)
+                if skip_reason(resume.ids.get(parsed), parsed in resume.reruns, settings) is None:
+                    count += 1
+    except OSError:
+        return None
+    return count

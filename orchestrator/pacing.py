@@ -149,10 +149,29 @@ class Pause:
     def remaining(self) -> float:
         return max(0.0, self._until - self._clock.now())
 
-    async def wait(self) -> None:
+    async def wait(self, until: float | None = None) -> None:
+        """Return when the pause is over, or at `until` if that comes first."""
         # Loop: the pause may be extended while we sleep.
         while (left := self.remaining) > 0:
+            if until is not None:
+                if (cap := until - self._clock.now()) <= 0:
+                    return
+                left = min(left, cap)
             await self._clock.sleep(left)
+
+
+class OutageError(Exception):
+    """The API has been unreachable or failing for `--max-outage`: stop sending.
+
+    `kind` is `no_answer` (no HTTP answer of any kind for that long while requests were
+    tried) or `circuit_open` (the circuit stayed open that long); `last_error` is the
+    last fault heard, as `describe_error` words it."""
+
+    def __init__(self, kind: str, seconds: float, last_error: str | None) -> None:
+        self.kind = kind
+        self.seconds = seconds
+        self.last_error = last_error
+        super().__init__(f"{kind} for {seconds:g}s; last error: {last_error}")
 
 
 class Pacer:
@@ -168,8 +187,14 @@ class Pacer:
         *,
         circuit_threshold: int = 0,
         shared: SharedSchedule | None = None,
+        max_outage: float | None = None,
     ) -> None:
         self._clock = clock
+        # Give up (OutageError from `turn`) after this long with no HTTP answer, or with
+        # the circuit open; None never gives up.
+        self.max_outage = max_outage
+        self._silent_since: float | None = None  # sent_at of the first unanswered request
+        self.last_error: str | None = None  # the last fault heard
         self.pause = Pause(clock)
         self.rate = AdaptiveRate(ceiling, clock.now())
         self.bucket = TokenBucket(self.rate.rate, clock)
@@ -186,13 +211,18 @@ class Pacer:
 
     async def turn(self) -> float:
         """Wait until a request may leave; its slot (the time it was due, which a late
-        wake-up may have passed by a little), to hand back to `observe`."""
+        wake-up may have passed by a little), to hand back to `observe`.
+
+        Raises OutageError once the outage has lasted `max_outage`: no wait runs past it."""
         while True:
             if self.shared is not None and self.shared.pending:
                 await self.shared.flush()
                 self._follow_shared()
-            await self.pause.wait()
-            await self.circuit.wait()
+            self.check_outage()
+            await self.pause.wait(self.outage_deadline())
+            self.check_outage()
+            await self.circuit.wait(self.outage_deadline())
+            self.check_outage()
             if self.rate.phase is Phase.RAMP:
                 self.rate.tick(self._clock.now())
                 self._follow()
@@ -226,7 +256,26 @@ class Pacer:
             and not self.circuit.is_open
             and self.pause.remaining == 0
             and (self.shared is None or not self.shared.active)
+            and self._silent_since is None
         )
+
+    def outage_deadline(self) -> float | None:
+        """When the outage under way reaches `max_outage`; None while there is none."""
+        if self.max_outage is None:
+            return None
+        starts = [t for t in (self._silent_since, self.circuit.open_since) if t is not None]
+        return min(starts) + self.max_outage if starts else None
+
+    def check_outage(self) -> None:
+        """Raise OutageError once the outage has lasted `max_outage`."""
+        deadline = self.outage_deadline()
+        if deadline is None or self._clock.now() < deadline:
+            return
+        assert self.max_outage is not None
+        silent, opened = self._silent_since, self.circuit.open_since
+        no_answer = silent is not None and (opened is None or silent <= opened)
+        kind = "no_answer" if no_answer else "circuit_open"
+        raise OutageError(kind, self.max_outage, self.last_error)
 
     def hold_all(self, seconds: float) -> bool:
         """Pause every worker for a Retry-After (and every process sharing the token's
@@ -246,6 +295,12 @@ class Pacer:
         """Learn from one answer to a request that left at `sent_at` (by default, now);
         what changed, for the log."""
         now = self._clock.now()
+        if answer.answered:
+            self._silent_since = None
+        elif self._silent_since is None:
+            self._silent_since = now if sent_at is None else sent_at
+        if answer.error is not None:
+            self.last_error = answer.error
         stated = None
         if answer.hint is not None and answer.hint.per_second is not None:
             stated = self.rate.learn_limit(answer.hint.per_second, now)
@@ -435,6 +490,8 @@ class Answer:
     throttled: bool = False  # a 429
     fault: bool = False  # 5xx, timeout or connection error: the service looks sick
     hint: RateHint | None = None
+    answered: bool = True  # an HTTP answer of any status came (not a timeout, no connection)
+    error: str | None = None  # with a fault: what went wrong, for the operator
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,6 +518,7 @@ class Circuit:
         self._faults = 0
         self._opened = 0  # how many times in a row it opened: the backoff grows with it
         self._reopen_at: float | None = None  # set while open
+        self.open_since: float | None = None  # when it opened, while it stays open
         self._probing = False
         self._changed = anyio.Event()
 
@@ -468,12 +526,16 @@ class Circuit:
     def is_open(self) -> bool:
         return self._reopen_at is not None
 
-    async def wait(self) -> None:
-        """Return when a request may leave: the circuit is closed, or this is the probe."""
+    async def wait(self, until: float | None = None) -> None:
+        """Return when a request may leave: the circuit is closed, or this is the probe;
+        or at `until`, if that comes first."""
         while self._reopen_at is not None:
-            left = self._reopen_at - self._clock.now()
+            now = self._clock.now()
+            if until is not None and now >= until:
+                return
+            left = self._reopen_at - now
             if left > 0:
-                await self._clock.sleep(left)
+                await self._clock.sleep(left if until is None else min(left, until - now))
             elif not self._probing:
                 self._probing = True
                 return
@@ -489,6 +551,7 @@ class Circuit:
             if self._reopen_at is None:
                 return None
             self._reopen_at, self._probing, self._opened = None, False, 0
+            self.open_since = None
             self._notify()
             return "closed"
         self._faults += 1
@@ -497,6 +560,8 @@ class Circuit:
         if self._reopen_at is not None and not self._probing:
             return None  # a straggler from before the circuit opened
         self._opened += 1
+        if self._reopen_at is None:
+            self.open_since = self._clock.now()
         self._reopen_at = self._clock.now() + self.backoff_s
         self._probing = False
         self._notify()

@@ -14,7 +14,9 @@ from typing import Final
 
 from .idstore import IdSet, IdState
 from .ledger import ResumeState, read_records
+from .rates import format_rate
 from .ratestore import BudgetReport
+from .spans import format_duration
 
 # The summary names this many in-doubt IDs; the ledger and `in_doubt` count hold the rest.
 SHOWN_IN_DOUBT: Final = 20
@@ -43,6 +45,8 @@ class StopReason(enum.StrEnum):
     ABORTED = "aborted"  # the server refused the token
     BUDGET = "budget_exhausted"  # the error budget is spent
     LEDGER = "ledger_unwritable"  # a ledger write or fsync failed
+    OUTAGE = "outage"  # no answer, or the circuit open, for --max-outage
+    DECLINED = "declined"  # the operator answered no at the prompt: nothing was sent
     OUTPUT_CLOSED = "output_closed"  # dry run: the reader of the plan went away
     SIGHUP = "sighup"
     SIGINT = "sigint"
@@ -125,6 +129,54 @@ class RunResult:
     ledger_error: str | None = None  # why the ledger could not be written, if it could not
     input_done: bool = True  # every input line was read; False when the run stopped first
     unread_lines: int | None = None  # lines never read, when known (a file, not stdin)
+    base_url: str | None = None  # where the requests went (or would go)
+    # Dry run: how long sending `would_send` would take at `estimate_rate_per_s` (None: no
+    # rate is known, so neither is the time).
+    estimate: Estimate | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """How long sending `count` requests takes at `per_s` (None: unknown)."""
+
+    count: int
+    per_s: float | None
+
+    @property
+    def seconds(self) -> float | None:
+        return estimated_seconds(self.count, self.per_s)
+
+
+def estimate_text(seconds: float | None, per_s: float | None, base_url: str) -> str:
+    """The estimate as a console line reads it: `about 2 h 47 min at 60/min to URL`."""
+    if seconds is None:
+        return f"time unknown (no rate limit set or learned) to {base_url}"
+    return f"about {format_duration(seconds)} at {rate_text(per_s)} to {base_url}"
+
+
+def rate_text(per_s: float | None) -> str:
+    """A rate as an operator states it: per minute below 10/s (the API's limits are per
+    minute), else per second; three significant digits."""
+    if per_s is not None and 0 < per_s < 10:
+        return f"{per_s * 60:.3g}/min"
+    return format_rate(per_s, digits=3)
+
+
+def effective_rate(stated: float | None, learned: float | None) -> float | None:
+    """The rate a run paces at: its --rate, and no faster than a limit learned for the
+    token (or stated by the server) that the rate store knows; None for no limit."""
+    if learned is None:
+        return stated
+    return learned if stated is None else min(stated, learned)
+
+
+def estimated_seconds(count: int, per_s: float | None) -> float | None:
+    """Seconds to send `count` requests paced at `per_s`; None with no rate (unknown).
+    The pacer spaces requests 1/per_s apart, and the last one's answer comes about one
+    interval after it leaves: count/per_s."""
+    if per_s is None or per_s <= 0:
+        return None
+    return count / per_s
 
 
 def exit_code(result: RunResult) -> ExitCode:
@@ -133,7 +185,7 @@ def exit_code(result: RunResult) -> ExitCode:
     if result.ledger_error is not None:
         return ExitCode.IOERR
     match result.reason:
-        case StopReason.ABORTED | StopReason.BUDGET:
+        case StopReason.ABORTED | StopReason.BUDGET | StopReason.OUTAGE | StopReason.DECLINED:
             return ExitCode.ABORTED
         case StopReason.SIGHUP:
             return ExitCode.SIGHUP
@@ -190,8 +242,15 @@ def summary(result: RunResult) -> dict[str, object]:
         "effective_rate_per_s": round(rate, 3),
         "ledger": result.ledger,
     }
+    if result.base_url is not None:
+        fields["base_url"] = result.base_url
     if result.dry_run:
         fields["would_send"] = tally.would_send
+    if result.estimate is not None:
+        seconds = result.estimate.seconds
+        fields["estimated_duration_s"] = None if seconds is None else round(seconds, 1)
+        per_s = result.estimate.per_s
+        fields["estimate_rate_per_s"] = None if per_s is None else round(per_s, 6)
     if tally.finished or result.waited:
         fields["finished_by_outcome"] = dict(sorted(tally.finished.items()))
         fields["polls"] = tally.polls

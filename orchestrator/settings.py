@@ -90,6 +90,11 @@ class RerunSettings(BaseSettings):
     max_server_failures: Limit | None = None
     # Faults in a row (5xx, timeouts, connection errors) that open the circuit; 0 is off.
     circuit_threshold: int = Field(default=10, ge=0, le=100_000)
+    # Stop sending (exit 3) after this long with no HTTP answer, or with the circuit open
+    # (seconds); None (`none` or 0) never gives up.
+    max_outage: float | None = Field(default=300.0, gt=0, le=7 * 86400)
+    # Send without asking first, on a terminal (see commands/rerun.py).
+    yes: bool = False
     # --wait: follow each accepted rerun until its new run ends (seconds).
     wait: bool = False
     wait_timeout: float = Field(default=3600.0, gt=0, le=7 * 86400)
@@ -176,6 +181,15 @@ class RerunSettings(BaseSettings):
     @classmethod
     def _parse_span(cls, value: object) -> object:
         return parse_span(value) if isinstance(value, str) else value
+
+    @field_validator("max_outage", mode="before")
+    @classmethod
+    def _parse_outage(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.strip().lower() in ("none", "off"):
+                return None
+            value = parse_span(value)
+        return None if value == 0 else value
 
     @field_validator("base_url")
     @classmethod
@@ -372,6 +386,8 @@ def describe(settings: RerunSettings) -> dict[str, str]:
             shown[key] = format_span(value)
         elif key == "rate_store":
             shown[key] = settings.store_spec.describe()
+        elif key == "max_outage":
+            shown[key] = "none" if value is None else format_span(value)
         elif value is None:
             shown[key] = "unset"
         elif isinstance(value, bool):

@@ -24,7 +24,7 @@ from typing import Final, TypeVar
 
 import structlog
 
-from .localstore import LocalStore
+from .localstore import FILE_NAME, LocalStore
 from .ratestore import (
     BudgetReport,
     Grant,
@@ -240,3 +240,33 @@ async def open_shared(
         limit_how=None if limit is None else limit.how,
     )
     return shared
+
+
+async def peek_limit(spec: StoreSpec, base_url: str, token: str) -> float | None:
+    """The limit learned for this token (or stated by the server) that the store knows,
+    for a dry run's estimate; None when there is none, or no store to ask. Creates
+    nothing: a local store that does not exist yet is not made."""
+    if spec.kind == "none":
+        return None
+    if spec.kind == "local":
+        assert spec.directory is not None
+        if not (spec.directory / FILE_NAME).is_file():
+            return None
+    key = fingerprint(base_url, token)
+    try:
+        store: RateStore
+        if spec.kind == "redis":
+            from .redisstore import RedisStore  # noqa: PLC0415 - the optional extra
+
+            assert spec.url is not None
+            store = await RedisStore.connect(spec.url, key)
+        else:
+            assert spec.directory is not None
+            store = LocalStore(spec.directory, key)
+        try:
+            limit = await store.peek()
+        finally:
+            await SharedSchedule._call_closing(store)
+    except StoreError:
+        return None
+    return None if limit is None or limit.how == "stated" else limit.per_s

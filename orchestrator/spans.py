@@ -42,3 +42,20 @@ def format_span(seconds: float) -> str:
             count, left = divmod(left, size)
             parts.append(f"{count}{unit}")
     return "".join(parts)
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as a person reads it, to the unit that matters: `45 s`, `12 min`,
+    `2 h 47 min`, `3 d 4 h`. Rounded, never exact: it is for estimates."""
+    if seconds < 1:
+        return "under 1 s"
+    if round(seconds) < 60:
+        return f"{round(seconds)} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 24 * 60:
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours} h" + (f" {minutes} min" if minutes else "")
+    days, hours = divmod(round(seconds / 3600), 24)
+    return f"{days} d" + (f" {hours} h" if hours else "")

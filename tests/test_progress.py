@@ -223,7 +223,10 @@ def _on_a_terminal(args: list[str], cwd: Path) -> tuple[int, bytes, str]:
     primary, secondary = pty.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
     env |= {"ALTOSTRAT_TOKEN": "sim-token", "COLUMNS": "150", "TERM": "xterm"}
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=secondary, env=env, cwd=cwd)
+    # stdin not a terminal, whatever pytest's is: a run on one would ask before sending.
+    process = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=secondary, env=env, cwd=cwd
+    )
     os.close(secondary)
     chunks = []
     while True:

@@ -89,6 +89,8 @@ LAYERS: dict[str, tuple[str, str, object, tuple[object, object, object]]] = {
     ),
     "max_server_failures": ("7", "8", "9", (Limit(count=7), Limit(count=8), Limit(count=9))),
     "circuit_threshold": ("0", "5", 6, (0, 5, 6)),
+    "max_outage": ('"10m"', "none", "90s", (600.0, None, 90.0)),
+    "yes": ("true", "false", True, (True, False, True)),
     "wait": ("true", "false", True, (True, False, True)),
     "wait_timeout": ('"30m"', "2h", "90s", (1800.0, 7200.0, 90.0)),
     "poll_interval": ("5", "1m", "2s", (5.0, 60.0, 2.0)),

@@ -81,6 +81,13 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--dry-run", action=flag, default=S, help="validate and plan; send and write nothing")
     add(
+        "-y",
+        "--yes",
+        action=flag,
+        default=S,
+        help="on a terminal, send without asking first (never asked without one)",
+    )
+    add(
         "--fsync",
         choices=[p.value for p in FsyncPolicy],
         default=S,
@@ -133,6 +140,13 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="faults in a row that pause all sending, with growing backoff and a probe "
         "before resuming (default 10; 0 turns it off)",
+    )
+    budget.add_argument(
+        "--max-outage",
+        default=S,
+        metavar="DURATION",
+        help="stop sending (exit 3) after this long with no HTTP answer or with the "
+        "circuit open; what was not settled stays resendable (5m; none turns it off)",
     )
     output = parser.add_argument_group("output")
     add_log_arguments(output)

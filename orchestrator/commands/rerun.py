@@ -17,12 +17,28 @@ import structlog
 from rich.console import Console
 
 from ..console import configure_logging, detach_stdout, print_summary, resolve_format
-from ..engine import Plumbing, run_rerun
+from ..engine import Plan, Plumbing, run_rerun
 from ..ledger import LedgerLocked
 from ..metrics import STDOUT, write_metrics, write_summary_json
 from ..progress import LinesAbove, count_lines, live_progress
-from ..report import ExitCode, RunResult, StopReason, exit_code, summary
-from ..settings import ConfigError, Loaded, RerunSettings, environ, load_token, warn_if_short
+from ..report import (
+    ExitCode,
+    RunResult,
+    StopReason,
+    estimate_text,
+    exit_code,
+    rate_text,
+    summary,
+)
+from ..settings import (
+    ConfigError,
+    Loaded,
+    RerunSettings,
+    environ,
+    known_secrets,
+    load_token,
+    warn_if_short,
+)
 from ..source import InputError
 from ._flags import FLAGS, add_settings_arguments, settings_from
 from ._paths import ledger_problem, output_problem
@@ -92,13 +108,17 @@ def run(args: argparse.Namespace) -> int:
 def _run(loaded: Loaded, settings: RerunSettings, argv: list[str]) -> int:
     _check_paths(loaded)
     token = None if settings.dry_run else load_token(environ(), settings.token_file)
+    # A dry run needs no token; one that is set finds the limit learned for it.
+    dry_token = None
+    if settings.dry_run:
+        dry_token = next(iter(known_secrets(environ(), settings.token_file)), None)
     stderr = sys.stderr
     show_progress = settings.progress and not settings.dry_run and stderr.isatty()
     console = Console(file=stderr) if show_progress else None
     configure_logging(
         settings.log_level,
         settings.log_format,
-        secrets=[token] if token else [],
+        secrets=[t for t in (token, dry_token) if t],
         stream=cast(TextIO, LinesAbove(console, stderr)) if console else stderr,
     )
     log = structlog.get_logger("orchestrator")
@@ -109,12 +129,7 @@ def _run(loaded: Loaded, settings: RerunSettings, argv: list[str]) -> int:
             "input.from_terminal",
             detail="reading run IDs from the terminal: end with Ctrl-D, or give a file",
         )
-    plumbing = Plumbing.default()
-    if console is not None:
-        total = _count_lines(settings.source)
-        plumbing = dataclasses.replace(
-            plumbing, monitor=functools.partial(live_progress, console, total)
-        )
+    plumbing = _plumbing(settings, console, dry_token)
     try:
         result = anyio.run(run_rerun, settings, token, plumbing)
     except LedgerLocked as exc:
@@ -130,6 +145,10 @@ def _run(loaded: Loaded, settings: RerunSettings, argv: list[str]) -> int:
     if result.reason is StopReason.OUTPUT_CLOSED:
         detach_stdout()  # the reader of the dry run's plan has seen enough (`| head`)
         return ExitCode.BROKEN_PIPE
+    if result.reason is StopReason.DECLINED:
+        # Nothing happened: no summary, and no summary or metrics file to overwrite.
+        print("orchestrator: not sent: declined at the prompt", file=stderr)
+        return exit_code(result)
     if not result.input_done and settings.source != "-":
         result = dataclasses.replace(
             result, unread_lines=_unread_lines(settings.source, result.tally.lines)
@@ -161,6 +180,65 @@ def with_outputs(code: ExitCode, *, written: bool) -> ExitCode:
     if not written and code in (ExitCode.OK, ExitCode.INCOMPLETE):
         return ExitCode.CANTCREAT
     return code
+
+
+def _plumbing(settings: RerunSettings, console: Console | None, dry_token: str | None) -> Plumbing:
+    """The real clock and streams, with the prompt and the progress bar where they apply."""
+    plumbing = dataclasses.replace(Plumbing.default(), token=dry_token)
+    if _should_ask(settings, sys.stdin, sys.stderr):
+        plumbing = dataclasses.replace(
+            plumbing, confirm=functools.partial(confirm, sys.stdin, sys.stderr)
+        )
+    if console is not None:
+        total = _count_lines(settings.source)
+        plumbing = dataclasses.replace(
+            plumbing, monitor=functools.partial(live_progress, console, total)
+        )
+    return plumbing
+
+
+def _should_ask(settings: RerunSettings, stdin: TextIO, stderr: TextIO) -> bool:
+    """Ask before sending only a person at a terminal: never with --yes, on a dry run,
+    with stdin or stderr not a terminal (cron, pipes: nothing may wait for an answer), or
+    with SOURCE `-`, where stdin is the IDs, not the answer."""
+    if settings.yes or settings.dry_run or settings.source == "-":
+        return False
+    return _isatty(stdin) and _isatty(stderr)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (ValueError, OSError):  # closed, or no real file behind it
+        return False
+
+
+def plan_text(plan: Plan) -> str:
+    """What a real run is about to do, as the prompt shows it."""
+    count = (
+        f"{plan.count:,} IDs from {plan.source}"
+        if plan.count is not None
+        else f"the IDs in {plan.source} (too many to count ahead)"
+    )
+    estimate = plan.estimate
+    seconds = None if estimate is None else estimate.seconds
+    if plan.per_s is None:
+        pace = f"to {plan.base_url}, with no rate limit (--rate none, none learned)"
+    elif seconds is None:
+        pace = f"at {rate_text(plan.per_s)} to {plan.base_url}"
+    else:
+        pace = estimate_text(seconds, plan.per_s, plan.base_url)
+    return f"about to rerun {count}: {pace}"
+
+
+def confirm(stdin: TextIO, stderr: TextIO, plan: Plan) -> bool:
+    """Show the plan and ask to go on; only `y` or `yes` goes on (EOF is no)."""
+    stderr.write(f"{plan_text(plan)}\ngo on? [y/N] ")
+    stderr.flush()
+    answer = stdin.readline()
+    if not answer:
+        stderr.write("\n")
+    return answer.strip().lower() in ("y", "yes")
 
 
 def ledger_error_line(ledger: str, error: str, fields: Mapping[str, object]) -> str:
