@@ -18,7 +18,7 @@ from typing import Final, Protocol
 import anyio
 import structlog
 
-from .ratecontrol import AdaptiveRate, Phase, RateChange
+from .ratecontrol import AdaptiveRate, Phase, RateChange, proven_rate
 from .sharedrate import SharedSchedule
 
 log = structlog.get_logger("orchestrator")
@@ -33,9 +33,11 @@ LEARNED_UNDER: Final = 0.05
 
 # ... and bracketed by at least this many 429s.
 LEARNED_THROTTLES: Final = 2
-# ... and no higher than what got through per second while it then held (over this
-# long at most, and at least this many seconds free of pauses).
-LEARN_WINDOW_S: Final = 20.0
+# ... and no higher than what the limiter proved it lets through: two 429s at least
+# PROVEN_SPAN_S apart bound its rate from below (ratecontrol.proven_rate), looked for
+# over the last PROVEN_WINDOW_S, from LEARN_SECONDS after the rate settled on.
+PROVEN_SPAN_S: Final = 10.0
+PROVEN_WINDOW_S: Final = 60.0
 LEARN_SECONDS: Final = 5
 
 # Digits of a delta-seconds Retry-After read as a number; more is past any cap.
@@ -204,8 +206,9 @@ class Pacer:
         self._throttled = 0  # 429s since the last limit this process learned
         self._candidate: float | None = None  # a limit learned, to publish ...
         self._candidate_from = 0  # ... once the seconds from this one on confirm it
-        # Seconds with a pause in them, and the one after each.
-        self._paused_seconds: deque[int] = deque(maxlen=128)
+        # When answers came, while sharing: what bounds a limit to publish from below.
+        self._let_through: deque[float] = deque(maxlen=8192)
+        self._refused: deque[float] = deque(maxlen=256)
         self._line = anyio.Lock()  # one reservation in the shared schedule at a time
         self._follow_shared()
 
@@ -283,7 +286,6 @@ class Pacer:
         longer = seconds > self.pause.remaining
         if longer:
             self.rate.paused(seconds - self.pause.remaining)
-            self._mark_paused(seconds)
         self.pause.pause_for(seconds)
         if self.shared is not None:
             self.shared.note_pause(seconds)
@@ -316,48 +318,45 @@ class Pacer:
             # The limiter is locked: stop feeding it. Silence proves no rate, so the
             # window does not count it.
             self.rate.paused(seen.holdoff_s - self.pause.remaining)
-            self._mark_paused(seen.holdoff_s)
             self.pause.pause_for(seen.holdoff_s)
         change = seen.change or stated
         if self.shared is not None:
             if stated is not None and answer.hint is not None and answer.hint.per_second:
                 self.shared.note_limit(answer.hint.per_second, "server")
             self._throttled += answer.throttled
+            (self._refused if answer.throttled else self._let_through).append(now)
             if (learned := self._learned(change)) is not None:
                 self._candidate = learned
                 self._candidate_from = math.floor(now) + 1
                 self._throttled = 0
-            # What got through in a typical second, while 429s said the limit was being
-            # met, bounds the limit better than a rate that one window showed clean (a
-            # limiter's saved-up burst can make that look clean): publish once there
-            # are a few such seconds.
-            if self._candidate is not None and (
-                through := self._through(now, self._candidate_from)
+            # A rate that one window showed clean can be over the limit (a limiter's
+            # saved-up burst makes it look clean), and the next run trusts what is
+            # published: publish no more than what two 429s prove the limiter let through.
+            if (
+                self._candidate is not None
+                and now >= self._candidate_from + LEARN_SECONDS
+                and (proven := self._proven(now)) is not None
             ):
-                self.shared.note_limit(min(self._candidate, through), "learned")
+                log.debug(
+                    "rate.learned",
+                    candidate_per_s=_rounded(self._candidate),
+                    proven_per_s=_rounded(proven),
+                )
+                self.shared.note_limit(min(self._candidate, proven), "learned")
                 self._candidate = None
         self._follow()
         circuit = None if answer.throttled else self.circuit.record(answer.fault)
         return PacingEvents(change, circuit, paused, seen.holdoff_s)
 
-    def _through(self, now: float, since: int) -> float | None:
-        """Requests let through per second from `since` on (at most LEARN_WINDOW_S),
-        leaving out the seconds with a pause in them, which carry nothing, and the second
-        after each, which carries the burst the limiter saved up meanwhile; None with
-        fewer than LEARN_SECONDS seconds left."""
-        counts = [
-            n
-            for second, n in self.rate.through_by_second(now, LEARN_WINDOW_S)
-            if second >= since and second not in self._paused_seconds
-        ]
-        if len(counts) < LEARN_SECONDS:
-            return None
-        return sum(counts) / len(counts)
-
-    def _mark_paused(self, seconds: float) -> None:
-        now = self._clock.now()
-        for second in range(math.floor(now), math.floor(now + seconds) + 2):
-            self._paused_seconds.append(second)
+    def _proven(self, now: float) -> float | None:
+        """What the limiter has proven it lets through per second, over the last
+        PROVEN_WINDOW_S (see ratecontrol.proven_rate)."""
+        since = now - PROVEN_WINDOW_S
+        while self._refused and self._refused[0] < since:
+            self._refused.popleft()
+        while self._let_through and self._let_through[0] < since:
+            self._let_through.popleft()
+        return proven_rate(list(self._let_through), list(self._refused), PROVEN_SPAN_S)
 
     def _learned(self, change: RateChange | None) -> float | None:
         """The token's limit this change found, to publish: 429s bracket it, and it

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.pacing import Answer, Circuit, Pacer, RateHint
-from orchestrator.ratecontrol import AdaptiveRate, Phase
+from orchestrator.ratecontrol import AdaptiveRate, Phase, proven_rate
 from orchestrator.simulator.limiters import (
     GCRA,
     Background,
@@ -400,15 +400,50 @@ def test_pacer_retry_after_pauses_and_says_so_once() -> None:
     assert pacer.pause.remaining == 3.0
 
 
-def test_through_by_second_counts_each_second_zeros_included() -> None:
-    rate = AdaptiveRate(None, 0.0)
-    assert rate.through_by_second(0.0, 20.0) == []
-    for n in range(100):  # 10/s for 10 s, every fourth refused, nothing in second 5
-        at = n / 10
-        if int(at) != 5:
-            rate.observe(at, at, throttled=n % 4 == 3)
-    counts = rate.through_by_second(10.0, 20.0)
-    assert [second for second, _ in counts] == list(range(10))
-    assert counts[5] == (5, 0)
-    assert sum(n for _, n in counts) == 75 - 7  # second 5: 7 let through, left out
-    assert rate.through_by_second(10.0, 3.0) == counts[-3:]
+# ---- the limit a run publishes: what the limiter proved ----------------------------------
+
+
+def test_proven_rate_is_what_got_through_between_two_429s() -> None:
+    # 429s at 0 and 10 s; 101 let through strictly between: at least 10/s.
+    through = [0.05 + i * 0.099 for i in range(101)]
+    assert proven_rate(through, [0.0, 10.0], min_span_s=5.0) == pytest.approx(10.0)
+    # Too close together to say anything, or only one 429: nothing proven.
+    assert proven_rate(through, [0.0, 4.0], min_span_s=5.0) is None
+    assert proven_rate(through, [3.0], min_span_s=5.0) is None
+
+
+def test_proven_rate_takes_the_best_span() -> None:
+    # A slow stretch (5/s over 0-10 s) proves less than a pushed one (10/s over 10-20 s).
+    through = [i * 0.2 + 0.1 for i in range(50)] + [10.05 + i * 0.1 for i in range(99)]
+    assert proven_rate(through, [0.0, 10.0, 20.0], min_span_s=5.0) == pytest.approx(9.8)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    limiter=st.sampled_from(["gcra", "fixed", "sliding"]),
+    rate=st.floats(0.5, 100.0),
+    burst=st.integers(0, 20),
+    gaps=st.lists(st.floats(0.0001, 3.0), min_size=20, max_size=400),
+    pauses=st.lists(st.integers(0, 399), max_size=10),
+)
+def test_proven_rate_never_claims_more_than_a_token_bucket_allows(
+    limiter: str, rate: float, burst: int, gaps: list[float], pauses: list[int]
+) -> None:
+    """Whatever the client does (bursts, slow spells, pauses), what two 429s bracket is a
+    lower bound on a GCRA's rate; on window limiters, within what one window can hold."""
+    shapes: dict[str, Limiter] = {
+        "gcra": GCRA(rate, burst),
+        "fixed": FixedWindow(rate, 1.0),
+        "sliding": SlidingLog(rate, 1.0),
+    }
+    shape = shapes[limiter]
+    now, through, refused = 0.0, [], []
+    for i, gap in enumerate(gaps):
+        now += gap + (2.0 if i in pauses else 0.0)
+        (through if shape.decide(now).allowed else refused).append(now)
+    proven = proven_rate(through, refused, min_span_s=10.0)
+    if proven is None:
+        return
+    # A window limiter may let a whole window's worth through on each side of a span.
+    slack = 0.0 if limiter == "gcra" else (math.ceil(rate) + 1) / 10.0
+    assert proven <= rate + slack + 1e-9
