@@ -201,6 +201,34 @@ async def test_cli_dry_run_says_how_long_at_what_rate_and_where(tmp_path: Path) 
     assert f"about 2 h 47 min at 60/min to {PROD}" in stderr
 
 
+@pytest.mark.subprocess
+async def test_a_dry_run_writes_its_summary_only_where_its_own_command_line_asks(
+    tmp_path: Path,
+) -> None:
+    """The estimate and base URL go in the summary JSON of a dry run given --summary-json;
+    a summary_json from a config file (a cron job's) is left alone, and the metrics file
+    is never written by a rehearsal."""
+    (tmp_path / "ids.txt").write_text("".join(f"{i}\n" for i in make_ids(120)))
+    args = ("rerun", "ids.txt", "--dry-run", "--rate", "60/min", "--rate-store", "none")
+    code, _, err = await run_cli(*args, "--summary-json", "plan.json", cwd=tmp_path)
+    assert code == 0, err
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert (plan["would_send"], plan["estimated_duration_s"]) == (120, 120.0)
+    assert plan["base_url"] == PROD
+
+    (tmp_path / "cron.toml").write_text(
+        'summary_json = "cron-summary.json"\nmetrics_file = "cron.prom"\n'
+    )
+    code, _, err = await run_cli(*args, "--config", "cron.toml", cwd=tmp_path)
+    assert code == 0, err
+    assert not (tmp_path / "cron-summary.json").exists()
+    assert not (tmp_path / "cron.prom").exists()
+
+    code, out, err = await run_cli(*args, "--summary-json", "-", cwd=tmp_path)
+    assert (code, out) == (2, "")
+    assert "a dry run prints its plan on stdout" in err
+
+
 PROMPT = b"go on? [y/N] "
 
 

@@ -186,16 +186,6 @@ async def test_summary_json_dash_prints_the_summary_alone_on_stdout(tmp_path: Pa
 
 
 @pytest.mark.subprocess
-async def test_summary_json_dash_in_a_dry_run_leaves_stdout_to_the_plan(tmp_path: Path) -> None:
-    """A dry run writes no output file, and `-` is no exception: stdout is the plan."""
-    code, out, err = await run_cli(
-        "rerun", "-", "--dry-run", "--summary-json", "-", cwd=tmp_path, stdin=b"fl_run_a\n"
-    )
-    assert code == 0, err
-    assert out == "send\tfl_run_a\tnew\n"
-
-
-@pytest.mark.subprocess
 async def test_metrics_file_dash_is_refused_in_one_line(tmp_path: Path) -> None:
     code, out, err = await run_cli(
         "rerun", "-", "--metrics-file", "-", cwd=tmp_path, stdin=b"fl_run_a\n", token=TOKEN

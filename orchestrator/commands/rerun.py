@@ -162,8 +162,8 @@ def _run(loaded: Loaded, settings: RerunSettings, argv: list[str]) -> int:
     else:
         level = "info" if result.reason is StopReason.COMPLETED else "error"
         getattr(log, level)("rerun.summary", **fields)
-    if settings.dry_run:
-        return code  # a dry run writes nothing, not even its summary or metrics
+    if settings.dry_run and not _dry_run_summary(loaded):
+        return code  # a rehearsal leaves the files a scheduled job owns alone
     if (path := settings.summary_json) is not None:
         written = _write_or_log("summary_json", path, lambda: write_summary_json(path, fields))
         code = with_outputs(code, written=written)  # so the metrics say the summary was lost
@@ -295,11 +295,25 @@ def _unread_lines(source: str, read: int) -> int | None:
         return None
 
 
+def _dry_run_summary(loaded: Loaded) -> bool:
+    """A dry run writes its summary (the plan's count, estimate and base URL) only to a
+    --summary-json given on its own command line: one from a config file or the
+    environment is a scheduled job's, which a rehearsal must not overwrite. It never
+    writes the metrics file."""
+    return loaded.settings.summary_json is not None and loaded.origins["summary_json"].startswith(
+        "flag"
+    )
+
+
 def _check_paths(loaded: Loaded) -> None:
     """Fail before sending anything if the ledger is unusable, or an output file could not
     be written at the end."""
     settings = loaded.settings
     write = not settings.dry_run
+    if settings.dry_run and settings.summary_json == STDOUT and _dry_run_summary(loaded):
+        raise ConfigError(
+            loaded.invalid("summary_json", "a dry run prints its plan on stdout", "-")
+        )
     found = [("ledger", settings.ledger, ledger_problem(settings.ledger, write=write))]
     for key in ("summary_json", "metrics_file"):
         if (path := getattr(settings, key)) is not None and path != STDOUT:
