@@ -260,7 +260,7 @@ async def test_every_command_has_help_with_real_examples(
     assert len(commands) >= 2, out
 
 
-async def test_a_dry_run_writes_no_summary_and_no_metrics(tmp_path: Path) -> None:
+async def test_a_dry_run_writes_the_summary_it_is_given_and_no_metrics(tmp_path: Path) -> None:
     code, out, _ = await orchestrator(
         "rerun",
         "-",
@@ -275,7 +275,8 @@ async def test_a_dry_run_writes_no_summary_and_no_metrics(tmp_path: Path) -> Non
     )
     assert code == 0
     assert out == "send\tfl_run_a\tnew\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+    assert json.loads((tmp_path / "s.json").read_text())["would_send"] == 1
 
 
 async def test_console_logs_end_with_the_summary_table(tmp_path: Path) -> None:
