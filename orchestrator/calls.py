@@ -31,7 +31,7 @@ class RetryNote:
 
     attempt: int  # the attempt that failed, 1-based
     outcome: Retryable
-    delay_s: float  # our own backoff; 0 when a Retry-After paused every request instead
+    delay_s: float  # our backoff, or a lone 429's short Retry-After; 0 when all were paused
     paused: bool  # the Retry-After lengthened the shared pause
 
 
@@ -64,8 +64,12 @@ async def call_with_retries(
         if not isinstance(outcome, Retryable) or tries >= max_attempts or attempt >= MAX_CALLS:
             return outcome
         # A 429 said "not now": the next free slot of the (now slower) pacer is the wait;
-        # so is the pause a Retry-After sets, with every other request. Else our backoff.
-        delay = 0.0 if throttled or retry_after is not None else backoff.delay(tries, rng)
+        # so is the pause a Retry-After sets, with every other request, or for a lone
+        # 429's short one this request's own. Else our backoff.
+        if events.wait_s:
+            delay = events.wait_s
+        else:
+            delay = 0.0 if throttled or retry_after is not None else backoff.delay(tries, rng)
         if on_retry is not None:
             on_retry(RetryNote(attempt, outcome, delay, events.paused))
         if delay > 0:

@@ -526,7 +526,7 @@ class Rerun:
             self._in_flight.discard(run_id)
             self.tally.requests += 1
             self.tally.by_status[_status_key(outcome)] += 1
-            throttled = self._learn(outcome, sent_at)
+            throttled, alone_s = self._learn(outcome, sent_at)
             # A connection that never opened tells of the service, not of this ID: while
             # --max-outage bounds the outage, it spends no attempt (MAX_THROTTLES caps it),
             # so a dead API leaves the ID resendable, not failed.
@@ -546,10 +546,13 @@ class Rerun:
             last = outcome
             self._retry_later(run_id, attempt, outcome)
             # A 429 said "not now": the pacer, now slower, gives the next free slot. With a
-            # Retry-After the shared pause is the wait; otherwise our own backoff.
-            if throttled or outcome.retry_after is not None:
+            # Retry-After the shared pause is the wait, or for a lone 429's short one this
+            # request's own; otherwise our own backoff.
+            if (throttled or outcome.retry_after is not None) and not alone_s:
                 continue
-            delay = self._plumbing.backoff.delay(tries + unreached_in_row, self._plumbing.rng)
+            delay = alone_s or self._plumbing.backoff.delay(
+                tries + unreached_in_row, self._plumbing.rng
+            )
             if not await self._unless_stopped(functools.partial(self._clock.sleep, delay)):
                 self._stopped_between_attempts(run_id, last)
                 return
@@ -634,9 +637,10 @@ class Rerun:
             error=outcome.error,
         )
 
-    def _learn(self, outcome: Outcome, sent_at: float) -> bool:
-        """Tell pacing what this answer says of the server's limit and health; True when
-        it was a 429 (pacing, not a fault)."""
+    def _learn(self, outcome: Outcome, sent_at: float) -> tuple[bool, float]:
+        """Tell pacing what this answer says of the server's limit and health: whether it
+        was a 429 (pacing, not a fault), and how long this request alone must wait before
+        it goes again (a lone 429's short Retry-After; 0 otherwise)."""
         retry_after = outcome.retry_after if isinstance(outcome, Retryable) else None
         answer = answer_of(outcome)
         events = self._pacer.observe(answer, retry_after, sent_at)
@@ -645,7 +649,7 @@ class Rerun:
         log_pacing(events, self._pacer)
         if events.circuit == "opened":
             self.tally.circuit_opened += 1
-        return answer.throttled
+        return answer.throttled, events.wait_s
 
     def _record_attempt(
         self,

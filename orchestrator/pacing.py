@@ -40,6 +40,12 @@ PROVEN_SPAN_S: Final = 10.0
 PROVEN_WINDOW_S: Final = 60.0
 LEARN_SECONDS: Final = 5
 
+# A Retry-After of at most this on a lone 429 (one that follows an answer let through)
+# holds only its own request: a whole-second header cannot say less, and a token bucket
+# that refused one request 20 ms early takes the next one on time. A second 429 in a row,
+# a longer Retry-After or a 503's pauses every worker (and every process on the token).
+LONE_RETRY_AFTER_S: Final = 1.0
+
 # Digits of a delta-seconds Retry-After read as a number; more is past any cap.
 _DIGITS: Final = 12
 
@@ -306,6 +312,10 @@ class Pacer:
         stated = None
         if answer.hint is not None and answer.hint.per_second is not None:
             stated = self.rate.learn_limit(answer.hint.per_second, now)
+        # Asked before the rate sees the answer. To the rate, every 429 with a Retry-After
+        # stays costly, lone or not: its descents and trims keep the 429s few (treating a
+        # lone one as free cost 0.15 to 0.2 of the limit on window limiters).
+        pause_all = retry_after is not None and self._pauses_all(answer, retry_after)
         seen = self.rate.observe(
             now,
             now if sent_at is None else sent_at,
@@ -313,7 +323,12 @@ class Pacer:
             retry_after=retry_after is not None,
         )
         # After the answer is judged: a pause belongs to the window the answer started.
-        paused = retry_after is not None and self.hold_all(retry_after)
+        paused, wait_s = False, 0.0
+        if retry_after is not None:
+            if pause_all:
+                paused = self.hold_all(retry_after)
+            else:
+                wait_s = retry_after
         if seen.holdoff_s > self.pause.remaining:
             # The limiter is locked: stop feeding it. Silence proves no rate, so the
             # window does not count it.
@@ -346,7 +361,20 @@ class Pacer:
                 self._candidate = None
         self._follow()
         circuit = None if answer.throttled else self.circuit.record(answer.fault)
-        return PacingEvents(change, circuit, paused, seen.holdoff_s)
+        return PacingEvents(change, circuit, paused, seen.holdoff_s, wait_s)
+
+    def _pauses_all(self, answer: Answer, retry_after: float) -> bool:
+        """Whether a Retry-After stops every request, or only the one it came with (see
+        LONE_RETRY_AFTER_S). Asked before the rate sees the answer: a 429 after another
+        (nothing let through between) is the second in a row. While the rate is still
+        looking for the limit from above (a ramp's overshoot, a descent), every 429 says
+        the limiter is spent: the pause lets it refill."""
+        return (
+            not answer.throttled
+            or retry_after > LONE_RETRY_AFTER_S
+            or self.rate.streak >= 1
+            or self.rate.phase in (Phase.RAMP, Phase.DESCEND)
+        )
 
     def _proven(self, now: float) -> float | None:
         """What the limiter has proven it lets through per second, over the last
@@ -499,6 +527,7 @@ class PacingEvents:
     circuit: str | None = None  # "opened" or "closed"
     paused: bool = False  # a Retry-After lengthened the pause of every worker
     holdoff_s: float = 0.0  # 429s in a row: every worker waits this long of our own accord
+    wait_s: float = 0.0  # a lone 429's short Retry-After: only its request waits this long
 
 
 class Circuit:

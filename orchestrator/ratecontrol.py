@@ -129,6 +129,11 @@ class AdaptiveRate:
         self._start_window(now)
 
     @property
+    def streak(self) -> int:
+        """429s in a row, with nothing let through between them."""
+        return self._streak
+
+    @property
     def cap(self) -> float | None:
         limits = [x for x in (self._ceiling, self._stated) if x is not None]
         return min(limits) if limits else None

@@ -320,7 +320,8 @@ class Selector:
     def _on_retry(self, where: dict[str, object], note: RetryNote) -> None:
         """Log a retry; `where` names the request (a workflow's page, or the list)."""
         self._retries += 1
-        if note.paused:
+        # One request at a time: a Retry-After that holds only this one holds the walk.
+        if note.paused or (note.delay_s and note.delay_s == note.outcome.retry_after):
             log.info("select.paused", seconds=note.outcome.retry_after, **where)
         log.info(
             "select.retry",

@@ -400,6 +400,43 @@ def test_pacer_retry_after_pauses_and_says_so_once() -> None:
     assert pacer.pause.remaining == 3.0
 
 
+def test_a_lone_429s_one_second_retry_after_holds_only_its_request() -> None:
+    """A token bucket that refused one request a hair early says `Retry-After: 1`, the
+    least a whole-second header can: the next request is on time, so only the refused
+    one waits; a second 429 in a row means the limiter is spent, and pauses every one."""
+    clock = FakeClock()
+    pacer = Pacer(50.0, clock)  # at a stated rate: a 429 there is timing, or another client
+    pacer.observe(Answer())
+    lone = pacer.observe(THROTTLED, retry_after=1.0)
+    assert (lone.paused, lone.wait_s, pacer.pause.remaining) == (False, 1.0, 0.0)
+    again = pacer.observe(THROTTLED, retry_after=1.0)
+    assert (again.paused, again.wait_s, pacer.pause.remaining) == (True, 0.0, 1.0)
+
+
+def test_a_429_while_ramping_pauses_every_request_lone_or_not() -> None:
+    """Over the limit from a ramp, the limiter is spent: the pause lets it refill."""
+    clock = FakeClock()
+    pacer = Pacer(None, clock)
+    pacer.observe(Answer())
+    events = pacer.observe(THROTTLED, retry_after=1.0)
+    assert (events.paused, events.wait_s, pacer.pause.remaining) == (True, 0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("answer", "retry_after"),
+    [(THROTTLED, 2.0), (Answer(fault=True), 1.0)],
+    ids=["a longer Retry-After", "a 503's"],
+)
+def test_a_longer_retry_after_or_a_503s_pauses_every_request(
+    answer: Answer, retry_after: float
+) -> None:
+    clock = FakeClock()
+    pacer = Pacer(50.0, clock)
+    pacer.observe(Answer())
+    events = pacer.observe(answer, retry_after=retry_after)
+    assert (events.paused, events.wait_s, pacer.pause.remaining) == (True, 0.0, retry_after)
+
+
 # ---- the limit a run publishes: what the limiter proved ----------------------------------
 
 

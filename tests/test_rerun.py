@@ -172,6 +172,25 @@ async def test_retry_after_pauses_every_worker_not_only_the_one_told(ledger: Pat
     assert accepted(sim) == Counter(dict.fromkeys(ids, 1))
 
 
+async def test_a_lone_429s_one_second_retry_after_holds_only_that_id(ledger: Path) -> None:
+    """`Retry-After: 1` on one 429 among successes: the others go on at the pace, and the
+    refused ID goes again no sooner than a second later."""
+    ids = make_ids(80)
+    config = SimConfig(accept_any=True, rate=1000.0, script={ids[0]: [429]}, script_retry_after="1")
+    clock = FakeClock(autojump=False)
+    async with RunningSimulator(config, clock=clock.now) as sim, clock.driven():
+        done = await rerun(sim, ledger, ids, clock=clock, rate="40/s", concurrency=4)
+    log = sim.state.request_log
+    told_at = next(e.at for e in log if e.status == 429)
+    during = [e for e in log if told_at < e.at < told_at + 1.0]
+    assert len(during) >= 30  # about 40 a second went on
+    again = [e.at for e in log if e.run_id == ids[0]]
+    assert len(again) == 2
+    assert again[1] - told_at >= 1.0
+    assert exit_code(done.result) == ExitCode.OK
+    assert accepted(sim) == Counter(dict.fromkeys(ids, 1))
+
+
 async def test_rejected_lines_are_recorded_and_never_sent(
     sim: RunningSimulator, ledger: Path
 ) -> None:
