@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
@@ -204,6 +205,18 @@ class SharedSchedule:
             await store.close()
 
 
+async def _open_store(spec: StoreSpec, key: str, now: Now) -> RateStore:
+    """The store SPEC names (not `none`), for the schedule `key`; StoreError when it cannot
+    be opened."""
+    if spec.kind == "redis":
+        from .redisstore import RedisStore  # noqa: PLC0415 - the optional extra
+
+        assert spec.url is not None
+        return await RedisStore.connect(spec.url, key)
+    assert spec.directory is not None
+    return LocalStore(spec.directory, key, now=now)
+
+
 async def open_shared(
     spec: StoreSpec, base_url: str, token: str, stated: float | None, now: Now
 ) -> SharedSchedule | None:
@@ -213,15 +226,7 @@ async def open_shared(
         return None
     key = fingerprint(base_url, token)
     try:
-        store: RateStore
-        if spec.kind == "redis":
-            from .redisstore import RedisStore  # noqa: PLC0415 - the optional extra
-
-            assert spec.url is not None
-            store = await RedisStore.connect(spec.url, key)
-        else:
-            assert spec.directory is not None
-            store = LocalStore(spec.directory, key, now=now)
+        store = await _open_store(spec, key, now)
     except StoreError as exc:
         log.warning(
             "rate_store.unavailable",
@@ -252,17 +257,8 @@ async def peek_limit(spec: StoreSpec, base_url: str, token: str) -> float | None
         assert spec.directory is not None
         if not (spec.directory / FILE_NAME).is_file():
             return None
-    key = fingerprint(base_url, token)
     try:
-        store: RateStore
-        if spec.kind == "redis":
-            from .redisstore import RedisStore  # noqa: PLC0415 - the optional extra
-
-            assert spec.url is not None
-            store = await RedisStore.connect(spec.url, key)
-        else:
-            assert spec.directory is not None
-            store = LocalStore(spec.directory, key)
+        store = await _open_store(spec, fingerprint(base_url, token), time.monotonic)
         try:
             limit = await store.peek()
         finally:

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.serverprocess import ServerProcess
+
 START_ATTEMPTS = 100  # connection attempts, each after up to ATTEMPT_WAIT_S
 ATTEMPT_WAIT_S = 0.05
-STOP_TIMEOUT_S = 5.0
 MISSING = (
     "prometheus-node-exporter is not on PATH: the metrics tests scrape a real node_exporter."
     " .ci/run installs it (apt-get install -y prometheus-node-exporter)."
@@ -33,13 +34,11 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass
-class NodeExporter:
+class NodeExporter(ServerProcess):
     """A node_exporter this test started, on 127.0.0.1:`port`, reading `directory`."""
 
     port: int
     directory: Path
-    process: subprocess.Popen[bytes]
-    log: Path
 
     def scrape(self) -> tuple[int, str]:
         """GET /metrics: the status and the body."""
@@ -49,21 +48,6 @@ class NodeExporter:
                 return answer.status, answer.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT_S)
-
-    def log_tail(self) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-10:])
-        except OSError:
-            return "(no log)"
 
 
 @pytest.fixture
@@ -95,7 +79,7 @@ def _start(program: str, directory: Path) -> NodeExporter:
         ]
         with log.open("wb") as sink:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
-        exporter = NodeExporter(port, directory, process, log)
+        exporter = NodeExporter(process=process, log=log, port=port, directory=directory)
         try:
             if _wait_until_up(exporter):
                 return exporter

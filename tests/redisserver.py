@@ -39,9 +39,9 @@ import pytest
 
 from orchestrator.ratestore import StoreError
 from orchestrator.redisstore import RedisStore
+from tests.serverprocess import ServerProcess
 
 START_TIMEOUT_S = 5.0
-STOP_TIMEOUT_S = 5.0
 MISSING = (
     "redis-server is not on PATH: the Redis store's tests need a real server."
     " .ci/run installs it (apt-get install -y redis-server)."
@@ -49,13 +49,11 @@ MISSING = (
 
 
 @dataclass
-class RedisServer:
+class RedisServer(ServerProcess):
     """A redis-server this test run started, listening on 127.0.0.1:`port`."""
 
     port: int
     password: str | None
-    process: subprocess.Popen[bytes]
-    log: Path
 
     @property
     def url(self) -> str:
@@ -76,21 +74,6 @@ class RedisServer:
             conn.sendall(b"".join(_resp(command) for command in commands))
             lines = _read_lines(conn, len(commands))
         return lines[-1]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT_S)
-
-    def log_tail(self) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-10:])
-        except OSError:
-            return "(no log)"
 
 
 @contextmanager
@@ -132,7 +115,7 @@ def _start(program: str, directory: Path, password: str | None) -> RedisServer:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        server = RedisServer(port, password, process, log)
+        server = RedisServer(process=process, log=log, port=port, password=password)
         try:
             up = _wait_until_up(server)
         except BaseException:
