@@ -367,13 +367,17 @@ class Pacer:
         """Whether a Retry-After stops every request, or only the one it came with (see
         LONE_RETRY_AFTER_S). Asked before the rate sees the answer: a 429 after another
         (nothing let through between) is the second in a row. While the rate is still
-        looking for the limit from above (a ramp's overshoot, a descent), every 429 says
-        the limiter is spent: the pause lets it refill."""
+        looking for an unknown limit from above (a ramp's overshoot, a descent from it),
+        every 429 says the limiter is spent: the pause lets it refill. Under a stated
+        ceiling, a descent starts a hair under it, where a 429 is timing."""
+        looking = self.rate.phase is Phase.RAMP or (
+            self.rate.phase is Phase.DESCEND and self.rate.cap is None
+        )
         return (
             not answer.throttled
             or retry_after > LONE_RETRY_AFTER_S
             or self.rate.streak >= 1
-            or self.rate.phase in (Phase.RAMP, Phase.DESCEND)
+            or looking
         )
 
     def _proven(self, now: float) -> float | None:

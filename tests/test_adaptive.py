@@ -413,6 +413,19 @@ def test_a_lone_429s_one_second_retry_after_holds_only_its_request() -> None:
     assert (again.paused, again.wait_s, pacer.pause.remaining) == (True, 0.0, 1.0)
 
 
+def test_under_a_stated_ceiling_a_lone_429_holds_one_request_even_in_a_descent() -> None:
+    """A stated rate that meets a 429 steps a hair under it (a descent): a 429 there is
+    timing at a strict limiter, not a spent one, so it pauses nothing else."""
+    clock = FakeClock()
+    pacer = Pacer(50.0, clock)
+    pacer.observe(Answer())
+    pacer.observe(THROTTLED)  # no Retry-After: the stated rate steps a hair under
+    assert pacer.rate.phase is Phase.DESCEND
+    pacer.observe(Answer())
+    events = pacer.observe(THROTTLED, retry_after=1.0)
+    assert (events.paused, events.wait_s, pacer.pause.remaining) == (False, 1.0, 0.0)
+
+
 def test_a_429_while_ramping_pauses_every_request_lone_or_not() -> None:
     """Over the limit from a ramp, the limiter is spent: the pause lets it refill."""
     clock = FakeClock()
