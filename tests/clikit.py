@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -28,3 +29,16 @@ async def run_cli(
             check=False,
         )
     return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+async def read_announcement(stdout: asyncio.StreamReader) -> tuple[list[str], str]:
+    """The lines `orchestrator simulate` prints at start, up to its `Ctrl-C …` line, and
+    the base URL they name; bounded at 20 s."""
+    lines: list[str] = []
+    async with asyncio.timeout(20):
+        while not lines or not lines[-1].startswith("Ctrl-C"):
+            line = await stdout.readline()
+            assert line, "the simulator exited before announcing itself"
+            lines.append(line.decode().rstrip("\n"))
+    base_url = next(line.split(" ", 1)[1] for line in lines if line.startswith("base_url: "))
+    return lines, base_url

@@ -29,7 +29,7 @@ from orchestrator.selector import (
     run_select,
 )
 from orchestrator.simulator import RunningSimulator, SimConfig
-from tests.clikit import run_cli
+from tests.clikit import read_announcement, run_cli
 from tests.fakeclock import FakeClock
 from tests.hostileserver import hostile_server, respond
 from tests.test_select import FIXED, TOKEN, expected
@@ -252,13 +252,7 @@ async def test_the_simulators_announced_workflows_are_what_select_walks(tmp_path
     )  # fmt: skip
     assert process.stdout is not None
     try:
-        lines: list[str] = []
-        async with asyncio.timeout(20):
-            while not lines or not lines[-1].startswith("Ctrl-C"):
-                line = await process.stdout.readline()
-                assert line, "the simulator exited before announcing itself"
-                lines.append(line.decode().rstrip("\n"))
-        base_url = next(line.split(" ", 1)[1] for line in lines if line.startswith("base_url: "))
+        lines, base_url = await read_announcement(process.stdout)
         start = lines.index("workflow IDs:") + 1
         announced = [line.strip() for line in lines[start : start + 3]]
         assert lines[start + 3] == "failed run IDs to try:"

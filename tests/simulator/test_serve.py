@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator.simulator import SimConfig
 from orchestrator.simulator.serve import add_arguments, config_from_args, run
+from tests.clikit import read_announcement
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,13 +138,7 @@ async def test_the_command_serves_until_signalled(signum: signal.Signals) -> Non
     )
     assert process.stdout is not None
     try:
-        lines: list[str] = []
-        async with asyncio.timeout(20):
-            while not lines or not lines[-1].startswith("Ctrl-C"):
-                line = await process.stdout.readline()
-                assert line, "the simulator exited before announcing itself"
-                lines.append(line.decode().rstrip("\n"))
-        base_url = next(line.split(" ", 1)[1] for line in lines if line.startswith("base_url: "))
+        lines, base_url = await read_announcement(process.stdout)
         assert base_url.startswith("http://127.0.0.1:")
         assert "token: sim-token" in lines
         failed = lines[lines.index("failed run IDs to try:") + 1].strip()
