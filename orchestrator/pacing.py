@@ -43,7 +43,8 @@ LEARN_SECONDS: Final = 5
 # A Retry-After of at most this on a lone 429 (one that follows an answer let through)
 # holds only its own request: a whole-second header cannot say less, and a token bucket
 # that refused one request 20 ms early takes the next one on time. A second 429 in a row,
-# a longer Retry-After or a 503's pauses every worker (and every process on the token).
+# a longer Retry-After, a 503's, or a 429 while an unknown limit is looked for from above
+# pauses every worker (and every process on the token): see Pacer._pauses_all.
 LONE_RETRY_AFTER_S: Final = 1.0
 
 # Digits of a delta-seconds Retry-After read as a number; more is past any cap.
@@ -213,8 +214,10 @@ class Pacer:
         self._candidate: float | None = None  # a limit learned, to publish ...
         self._candidate_from = 0  # ... once the seconds from this one on confirm it
         # When answers came, while sharing: what bounds a limit to publish from below.
+        # (The pairs of 429s are tried each against each: few, and once a second.)
         self._let_through: deque[float] = deque(maxlen=8192)
-        self._refused: deque[float] = deque(maxlen=256)
+        self._refused: deque[float] = deque(maxlen=64)
+        self._proven_at = -math.inf
         self._line = anyio.Lock()  # one reservation in the shared schedule at a time
         self._follow_shared()
 
@@ -350,6 +353,7 @@ class Pacer:
             if (
                 self._candidate is not None
                 and now >= self._candidate_from + LEARN_SECONDS
+                and now >= self._proven_at + 1.0
                 and (proven := self._proven(now)) is not None
             ):
                 log.debug(
@@ -383,6 +387,7 @@ class Pacer:
     def _proven(self, now: float) -> float | None:
         """What the limiter has proven it lets through per second, over the last
         PROVEN_WINDOW_S (see ratecontrol.proven_rate)."""
+        self._proven_at = now
         since = now - PROVEN_WINDOW_S
         while self._refused and self._refused[0] < since:
             self._refused.popleft()
