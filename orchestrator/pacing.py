@@ -46,6 +46,11 @@ LEARN_SECONDS: Final = 5
 # a longer Retry-After, a 503's, or a 429 while an unknown limit is looked for from above
 # pauses every worker (and every process on the token): see Pacer._pauses_all.
 LONE_RETRY_AFTER_S: Final = 1.0
+# ... and only while 429s are rare: at most this many among the last LONE_ANSWERS answers
+# (timing at a strict limiter). More say another client shares the limit, and a pause of
+# everyone is how uncoordinated clients make room for each other.
+LONE_MOST: Final = 2
+LONE_ANSWERS: Final = 50
 
 # Digits of a delta-seconds Retry-After read as a number; more is past any cap.
 _DIGITS: Final = 12
@@ -218,6 +223,7 @@ class Pacer:
         self._let_through: deque[float] = deque(maxlen=8192)
         self._refused: deque[float] = deque(maxlen=64)
         self._proven_at = -math.inf
+        self._recent_429s: deque[bool] = deque(maxlen=LONE_ANSWERS)  # last answers: a 429?
         self._line = anyio.Lock()  # one reservation in the shared schedule at a time
         self._follow_shared()
 
@@ -319,6 +325,7 @@ class Pacer:
         # stays costly, lone or not: its descents and trims keep the 429s few (treating a
         # lone one as free cost 0.15 to 0.2 of the limit on window limiters).
         pause_all = retry_after is not None and self._pauses_all(answer, retry_after)
+        self._recent_429s.append(answer.throttled)
         seen = self.rate.observe(
             now,
             now if sent_at is None else sent_at,
@@ -373,7 +380,8 @@ class Pacer:
         (nothing let through between) is the second in a row. While the rate is still
         looking for an unknown limit from above (a ramp's overshoot, a descent from it),
         every 429 says the limiter is spent: the pause lets it refill. Under a stated
-        ceiling, a descent starts a hair under it, where a 429 is timing."""
+        ceiling, a descent starts a hair under it, where a 429 is timing. And 429s that
+        are not rare (LONE_MOST) come from another client of the token."""
         looking = self.rate.phase is Phase.RAMP or (
             self.rate.phase is Phase.DESCEND and self.rate.cap is None
         )
@@ -382,6 +390,7 @@ class Pacer:
             or retry_after > LONE_RETRY_AFTER_S
             or self.rate.streak >= 1
             or looking
+            or sum(self._recent_429s) >= LONE_MOST
         )
 
     def _proven(self, now: float) -> float | None:

@@ -426,6 +426,19 @@ def test_under_a_stated_ceiling_a_lone_429_holds_one_request_even_in_a_descent()
     assert (events.paused, events.wait_s, pacer.pause.remaining) == (False, 1.0, 0.0)
 
 
+def test_429s_that_are_not_rare_pause_every_request_even_lone() -> None:
+    """Timing makes a 429 now and then; several among the last answers say another client
+    shares the limit, and pausing everyone is how uncoordinated clients make room."""
+    clock = FakeClock()
+    pacer = Pacer(50.0, clock)
+    held = []
+    for _ in range(3):
+        pacer.observe(Answer())
+        held.append(pacer.observe(THROTTLED, retry_after=1.0).wait_s)
+    assert held == [1.0, 1.0, 0.0]
+    assert pacer.pause.remaining == 1.0
+
+
 def test_a_429_while_ramping_pauses_every_request_lone_or_not() -> None:
     """Over the limit from a ramp, the limiter is spent: the pause lets it refill."""
     clock = FakeClock()
