@@ -934,9 +934,7 @@ def skip_reason(state: IdState | None, is_rerun: bool, settings: RerunSettings) 
 
 
 def _plan(settings: RerunSettings, resume: ResumeState, shared: SharedSchedule | None) -> Plan:
-    learned = None
-    if shared is not None and shared.limit is not None and shared.limit.how != "stated":
-        learned = shared.limit.per_s
+    learned = None if shared is None or shared.limit is None else shared.limit.known_per_s
     count = None if settings.source == "-" else _count_to_send(settings, resume)
     return Plan(count, settings.source, settings.base_url, effective_rate(settings.rate, learned))
 

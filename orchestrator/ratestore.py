@@ -155,6 +155,12 @@ class SharedLimit:
     how: How
     at: float
 
+    @property
+    def known_per_s(self) -> float | None:
+        """The limit as knowledge of the token's (learned, or the server's), for an
+        estimate; None when it is only a process's --rate, which says nothing of it."""
+        return None if self.how == "stated" else self.per_s
+
     def fresh(self, wall: float) -> bool:
         age = wall - self.at
         if age < -STATED_TTL_S:

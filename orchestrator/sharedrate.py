@@ -265,4 +265,4 @@ async def peek_limit(spec: StoreSpec, base_url: str, token: str) -> float | None
             await SharedSchedule._call_closing(store)
     except StoreError:
         return None
-    return None if limit is None or limit.how == "stated" else limit.per_s
+    return None if limit is None else limit.known_per_s
