@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, TypeVar
 
@@ -166,8 +166,8 @@ def rate_hint(headers: Mapping[str, str]) -> RateHint | None:
     per_second = None
     if (policy := headers.get("RateLimit-Policy")) is not None:
         per_second = _sane(_policy_rate(policy))
-    if per_second is None and (limit := _whole(headers.get("X-RateLimit-Limit"))):
-        per_second = _sane(limit / _X_RATELIMIT_WINDOW_S)
+    if per_second is None and (limit := headers.get("X-RateLimit-Limit")) is not None:
+        per_second = _x_limit_rate(limit)
     remaining = _whole(headers.get("X-RateLimit-Remaining"))
     if remaining is None:
         remaining = _whole(headers.get("RateLimit-Remaining"))
@@ -177,6 +177,51 @@ def rate_hint(headers: Mapping[str, str]) -> RateHint | None:
         return None
     return RateHint(per_second, remaining)
 
+
+def _x_limit_rate(value: str) -> float | None:
+    quota = _whole(value)
+    return _sane(quota / _X_RATELIMIT_WINDOW_S) if quota else None
+
+
+# How each rate-limit header is read; None means it can't be, or says something absurd.
+_HEADER_READERS: Final[dict[str, Callable[[str], object]]] = {
+    "Retry-After": parse_retry_after,
+    "RateLimit-Policy": lambda value: _sane(_policy_rate(value)),
+    "X-RateLimit-Limit": _x_limit_rate,
+    "X-RateLimit-Remaining": _whole,
+    "RateLimit-Remaining": _whole,
+    "RateLimit": _ietf_remaining,
+}
+
+
+def ignored_headers(headers: Mapping[str, str]) -> list[str]:
+    """The names of the rate-limit headers present whose values could not be read, or
+    were absurd, and so are ignored."""
+    return [
+        name
+        for name, read in _HEADER_READERS.items()
+        if (value := headers.get(name)) is not None and read(value) is None
+    ]
+
+
+class _IgnoredHeaderLog:
+    """Logs each rate-limit header that had to be ignored, once per name and process:
+    a server that sends garbage sends it on every answer."""
+
+    def __init__(self) -> None:
+        self._logged: set[str] = set()
+
+    def note(self, headers: Mapping[str, str]) -> None:
+        if len(self._logged) == len(_HEADER_READERS):
+            return
+        for name in ignored_headers(headers):
+            if name not in self._logged:
+                self._logged.add(name)
+                value = headers[name].encode("utf-8", "surrogateescape")
+                log.debug("api.header_ignored", header=name, value=excerpt(value))
+
+
+_ignored_header_log = _IgnoredHeaderLog()
 
 _FAULTS: Final = frozenset({"server_error", "timeout", "connection"})
 
@@ -263,6 +308,7 @@ class AltostratClient:
                 url, headers=self._headers, timeout=self._timeout, allow_redirects=False
             ) as response:
                 hint = rate_hint(response.headers)
+                _ignored_header_log.note(response.headers)
                 outcome = classify_status(response.status, response.headers.get("Retry-After"))
                 if outcome is not None:
                     return replace(outcome, hint=hint)
@@ -339,6 +385,7 @@ class AltostratClient:
             ) as response:
                 outcome = classify_status(response.status, response.headers.get("Retry-After"))
                 if isinstance(outcome, Retryable | Failed | Abort):
+                    _ignored_header_log.note(response.headers)
                     return replace(outcome, hint=rate_hint(response.headers))
                 body = await _read_capped(response.content, cap)
                 if body is None:

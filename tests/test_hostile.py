@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.api import classify_status, rate_hint
+from orchestrator.api import classify_status, ignored_headers, rate_hint
 from orchestrator.pacing import Answer, Pacer, parse_retry_after
 from tests.clikit import run_cli
 from tests.fakeclock import FakeClock
@@ -100,10 +100,14 @@ async def test_garbage_in_rate_limit_headers_never_crashes_the_run(
     async with hostile_server(answer) as server:
         code, _, err = await cli(
             "rerun", str(ids_file(tmp_path)), "--base-url", server.base_url,
-            "--rate", rate, "--concurrency", "1", "--max-attempts", "3", cwd=tmp_path,
+            "--rate", rate, "--concurrency", "1", "--max-attempts", "3",
+            "--log-level", "debug", cwd=tmp_path,
         )  # fmt: skip
     assert code == 0, err
     assert "internal error" not in err
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    ignored = [e["header"] for e in events if e["event"] == "api.header_ignored"]
+    assert sorted(ignored) == sorted(headers)  # each garbage header logged, and only once
     records = ledger_records(tmp_path / "rerun-ledger.jsonl")
     assert sorted(str(r["original_run_id"]) for r in records if r["event"] == "succeeded") == IDS
     assert records[-1]["event"] == "session_ended"
@@ -145,8 +149,19 @@ async def test_a_202_naming_no_valid_run_leaves_the_id_in_doubt_with_the_raw_val
     assert "\x1b" not in out + err
 
 
-async def test_a_connection_cut_after_sending_leaves_the_id_in_doubt(tmp_path: Path) -> None:
-    async with hostile_server(lambda n, line: CUT) as server:
+GATEWAY_PAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [CUT, respond(502, GATEWAY_PAGE, {"Content-Type": "text/html"}), respond(504, b"")],
+    ids=["cut", "502", "504"],
+)
+async def test_a_connection_cut_after_sending_or_a_gateway_error_leaves_the_id_in_doubt(
+    tmp_path: Path, reply: bytes
+) -> None:
+    """The server may have acted on the request: in doubt at once, never resent."""
+    async with hostile_server(lambda n, line: reply) as server:
         code, _, _ = await cli(
             "rerun", str(ids_file(tmp_path, IDS[:2])), "--base-url", server.base_url,
             "--rate", "none", cwd=tmp_path,
@@ -183,6 +198,7 @@ def test_no_header_value_makes_parsing_or_pacing_raise(
     headers: dict[str, str], status: int
 ) -> None:
     hint = rate_hint(headers)
+    ignored_headers(headers)
     if hint is not None and hint.per_second is not None:
         assert math.isfinite(hint.per_second)
         assert 0 < hint.per_second <= 1e5
@@ -195,3 +211,15 @@ def test_no_header_value_makes_parsing_or_pacing_raise(
         pacer.observe(Answer(throttled=status == 429, hint=hint), retry_after)
         pacer.observe(Answer(hint=hint))
         assert pacer.bucket.per_second is None or pacer.bucket.per_second > 0
+
+
+def test_headers_that_read_well_are_not_called_ignored() -> None:
+    headers = {
+        "Retry-After": "1",
+        "RateLimit-Policy": '"p";q=60;w=60',
+        "RateLimit": '"p";r=12;t=30',
+        "X-RateLimit-Limit": "60",
+        "X-RateLimit-Remaining": "0",
+        "RateLimit-Remaining": "7",
+    }
+    assert ignored_headers(headers) == []
