@@ -1,6 +1,8 @@
-"""`python tests/fulldisk_cli.py ROOM ARGS...`: the orchestrator CLI with its ledger on a
-disk that has ROOM bytes left (`tests.faultyfs.FullDisk`), for a test that may not mount a
-small tmpfs: the same process, exit code and output as on a real full file system."""
+"""`python tests/fulldisk_cli.py FAULT ARGS...`: the orchestrator CLI with its ledger on a
+file system that fails, for a test that may not mount a small tmpfs: the same process,
+exit code and output as on a real failing disk. FAULT is `ROOM` (a disk with ROOM bytes
+left, `tests.faultyfs.FullDisk`) or `fsync:GOOD` (an fsync that fails with EIO after GOOD
+good ones, `tests.faultyfs.FailingFsync`)."""
 
 from __future__ import annotations
 
@@ -10,18 +12,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator import cli, engine
-from tests.faultyfs import FullDisk
+from orchestrator import cli, engine, ledger
+from tests.faultyfs import FailingFsync, FullDisk
+
+
+def failing_ops(fault: str) -> ledger.FileOps:
+    kind, _, count = fault.rpartition(":")
+    return FailingFsync(int(count)) if kind == "fsync" else FullDisk(int(count))
 
 
 def main() -> int:
-    room = int(sys.argv[1])
+    ops = failing_ops(sys.argv[1])
     made = engine.Plumbing.default
 
-    def on_a_full_disk(cls: type[engine.Plumbing]) -> engine.Plumbing:
-        return dataclasses.replace(made(), ledger_ops=FullDisk(room))
+    def on_a_failing_disk(cls: type[engine.Plumbing]) -> engine.Plumbing:
+        return dataclasses.replace(made(), ledger_ops=ops)
 
-    engine.Plumbing.default = classmethod(on_a_full_disk)  # type: ignore[assignment, method-assign]
+    engine.Plumbing.default = classmethod(on_a_failing_disk)  # type: ignore[assignment, method-assign]
     return cli.main(sys.argv[2:])
 
 

@@ -351,14 +351,38 @@ async def test_at_debug_the_traceback_goes_to_stderr_without_the_token(
 
 
 @pytest.mark.subprocess
-async def test_a_bug_in_rerun_writes_metrics_that_say_it_failed(tmp_path: Path) -> None:
-    """Cron alerting reads the metrics file: after a bug it must not keep the last run's
-    exit 0 and success time."""
+async def test_a_bug_in_rerun_writes_metrics_and_summary_that_say_it_failed(
+    tmp_path: Path,
+) -> None:
+    """Cron alerting reads the metrics file or the summary: after a bug neither may keep
+    the last run's exit 0 and success time."""
     metrics = tmp_path / "job.prom"
     metrics.write_text("orchestrator_exit_code 0\norchestrator_last_success_timestamp_seconds 5\n")
-    code, _, _ = await crash("rerun", tmp_path, "--metrics-file", str(metrics))
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"outcome": "completed", "exit_code": 0}\n')
+    code, _, _ = await crash(
+        "rerun", tmp_path, "--metrics-file", str(metrics), "--summary-json", str(summary)
+    )
     assert code == 70
+    assert json.loads(summary.read_text()) == {
+        "outcome": "internal_error",
+        "exit_code": 70,
+        "error": "RuntimeError",
+    }
     text = metrics.read_text()
     assert 'orchestrator_exit_code{job="rerun-ledger"} 70\n' in text
     # carried over from a file written before the job label
     assert 'orchestrator_last_success_timestamp_seconds{job="rerun-ledger"} 5\n' in text
+
+
+@pytest.mark.subprocess
+async def test_a_usage_error_found_after_start_writes_a_summary_that_says_so(
+    tmp_path: Path,
+) -> None:
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"outcome": "completed", "exit_code": 0}\n')
+    argv = [sys.executable, "-m", "orchestrator", "rerun", "-", "--summary-json", str(summary)]
+    with anyio.fail_after(30):
+        done = await anyio.run_process(argv, cwd=tmp_path, env=clean_env(None), check=False)
+    assert done.returncode == 2  # no token
+    assert json.loads(summary.read_text()) == {"outcome": "usage_error", "exit_code": 2}

@@ -372,7 +372,12 @@ def full_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tupl
             subprocess.run(["umount", "-l", str(small)], check=False, timeout=10)
         return
     small.mkdir(exist_ok=True)
-    yield small / "ledger.jsonl", [sys.executable, str(REPO / "tests" / "fulldisk_cli.py"), "65536"]
+    yield small / "ledger.jsonl", failing_cli("65536")
+
+
+def failing_cli(fault: str) -> list[str]:
+    """The CLI with its ledger on a failing file system (tests/fulldisk_cli.py)."""
+    return [sys.executable, str(REPO / "tests" / "fulldisk_cli.py"), fault]
 
 
 @pytest.mark.subprocess
@@ -431,3 +436,40 @@ async def test_a_full_disk_exits_74_with_one_line_and_the_summary_holds_the_mapp
         )
         assert_resumed_safely(sim, ids, tally, set(replay_file(roomy).in_doubt()))
     assert read_ledger(roomy)[-1]["event"] == "session_ended"
+
+
+@pytest.mark.subprocess
+async def test_a_failed_fsync_exits_74_with_one_line_and_nothing_resent_by_the_next_run(
+    tmp_path: Path,
+) -> None:
+    """As on a full disk: a ledger whose fsync reports EIO stops the run with 74 and one
+    line; nothing is in doubt that was never sent, and the next run sends each ID that
+    the server has not seen, once."""
+    ledger, ids = tmp_path / "ledger.jsonl", make_ids(200)
+    source = tmp_path / "ids.txt"
+    source.write_text("".join(f"{i}\n" for i in ids))
+    config = SimConfig(accept_any=True, token=TOKEN, latency_ms=10)
+    async with RunningSimulator(config) as sim:
+        common = [
+            "rerun", str(source), "--ledger", str(ledger), "--base-url", sim.base_url,
+            "--rate", "none", "--concurrency", "4", "--log-format", "json",
+        ]  # fmt: skip
+        args = [*failing_cli("fsync:10"), *common, "--fsync", "batch"]
+        args += ["--summary-json", str(tmp_path / "summary.json")]
+        with anyio.fail_after(50):
+            done = await anyio.run_process(args, cwd=tmp_path, env=env(), check=False)
+        err = done.stderr.decode()
+        assert done.returncode == 74, err[-3000:]
+        lines = err.strip().splitlines()
+        assert lines[-1].startswith(f"orchestrator: error: cannot write ledger {ledger}: ")
+        assert "Input/output error (EIO)" in lines[-1]
+        assert "Traceback" not in err
+        assert json.loads((tmp_path / "summary.json").read_text())["exit_code"] == 74
+        first = sent_ids(sim)
+        assert 0 < len(first) < len(ids)  # it stopped sending
+
+        again = [sys.executable, "-m", "orchestrator", *common]
+        with anyio.fail_after(50):
+            await anyio.run_process(again, cwd=tmp_path, env=env(), check=False)
+        assert max(sent_ids(sim).values()) == 1  # nothing reached the server twice
+        assert set(sent_ids(sim)) == set(ids) - set(replay_file(ledger).in_doubt())

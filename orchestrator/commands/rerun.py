@@ -94,15 +94,30 @@ def run(args: argparse.Namespace) -> int:
         argv: list[str] = getattr(args, "argv", None) or sys.argv[1:]
         return _run(loaded, settings, argv)
     except ConfigError:
-        if settings.metrics_file is not None and output_problem(settings.metrics_file) is None:
-            _write_metrics(settings, None, ExitCode.USAGE)
+        _say_it_failed(loaded, ExitCode.USAGE, "usage_error")
         raise
-    except Exception:
-        # A bug (exit 70, said by the entry point): the metrics still say this run failed,
-        # so that cron alerting never sees the last run's success instead.
-        if settings.metrics_file is not None and output_problem(settings.metrics_file) is None:
-            _write_metrics(settings, None, ExitCode.SOFTWARE)
+    except Exception as exc:
+        # A bug (exit 70, said by the entry point).
+        _say_it_failed(loaded, ExitCode.SOFTWARE, "internal_error", type(exc).__name__)
         raise
+
+
+def _say_it_failed(loaded: Loaded, code: ExitCode, outcome: str, error: str | None = None) -> None:
+    """A run that ends before its summary still writes its metrics and summary files, so
+    that cron alerting never reads the last run's success instead. (A path that is itself
+    the problem is left alone.)"""
+    settings = loaded.settings
+    if settings.metrics_file is not None and output_problem(settings.metrics_file) is None:
+        _write_metrics(settings, None, code)
+    path = settings.summary_json
+    if path is None or path == STDOUT or output_problem(path) is not None:
+        return
+    if settings.dry_run and not _dry_run_summary(loaded):
+        return
+    fields: dict[str, object] = {"outcome": outcome, "exit_code": int(code)}
+    if error is not None:
+        fields["error"] = error
+    _write_or_log("summary_json", path, lambda: write_summary_json(path, fields))
 
 
 def _run(loaded: Loaded, settings: RerunSettings, argv: list[str]) -> int:
