@@ -381,16 +381,21 @@ class Pacer:
         looking for an unknown limit from above (a ramp's overshoot, a descent from it),
         every 429 says the limiter is spent: the pause lets it refill. Under a stated
         ceiling, a descent starts a hair under it, where a 429 is timing. And 429s that
-        are not rare (LONE_MOST) come from another client of the token."""
+        are not rare (LONE_MOST) under a known limit (stated, or learned by a run) come
+        from another client of the token; with none known, they are this client's own
+        search, which the rate's descent answers (a pause of everyone on each would let
+        the limiter save up a burst that passes for a higher rate, and cut the proof of
+        the one it allows)."""
+        cap = self.rate.cap
         looking = self.rate.phase is Phase.RAMP or (
-            self.rate.phase is Phase.DESCEND and self.rate.cap is None
+            self.rate.phase is Phase.DESCEND and cap is None
         )
         return (
             not answer.throttled
             or retry_after > LONE_RETRY_AFTER_S
             or self.rate.streak >= 1
             or looking
-            or sum(self._recent_429s) >= LONE_MOST
+            or (cap is not None and sum(self._recent_429s) >= LONE_MOST)
         )
 
     def _proven(self, now: float) -> float | None:

@@ -427,8 +427,9 @@ def test_under_a_stated_ceiling_a_lone_429_holds_one_request_even_in_a_descent()
 
 
 def test_429s_that_are_not_rare_pause_every_request_even_lone() -> None:
-    """Timing makes a 429 now and then; several among the last answers say another client
-    shares the limit, and pausing everyone is how uncoordinated clients make room."""
+    """Under a known limit, timing makes a 429 now and then; several among the last
+    answers say another client shares the limit, and pausing everyone is how
+    uncoordinated clients make room."""
     clock = FakeClock()
     pacer = Pacer(50.0, clock)
     held = []
@@ -437,6 +438,28 @@ def test_429s_that_are_not_rare_pause_every_request_even_lone() -> None:
         held.append(pacer.observe(THROTTLED, retry_after=1.0).wait_s)
     assert held == [1.0, 1.0, 0.0]
     assert pacer.pause.remaining == 1.0
+
+
+def test_with_no_limit_known_lone_429s_of_the_search_hold_only_their_request() -> None:
+    """With no limit stated or learned, 429s inside the bracket are this client's own
+    tries above the limit: each holds only its request, however many, for a pause of
+    everyone would let the limiter save up a burst that passes for a higher rate."""
+    clock = FakeClock()
+    pacer = Pacer(None, clock)
+    pacer.observe(Answer())
+    pacer.observe(THROTTLED)  # the ramp's overshoot: a descent from it
+    while pacer.rate.phase is Phase.DESCEND:  # until a window comes back clean
+        pacer.observe(Answer())
+        clock.advance(0.1)
+    assert pacer.rate.cap is None
+    held = []
+    for _ in range(3):
+        pacer.observe(Answer())
+        events = pacer.observe(THROTTLED, retry_after=1.0)
+        held.append((events.paused, events.wait_s))
+        clock.advance(0.1)
+    assert held == [(False, 1.0)] * 3
+    assert pacer.pause.remaining == 0.0
 
 
 def test_a_429_while_ramping_pauses_every_request_lone_or_not() -> None:
