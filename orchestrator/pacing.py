@@ -51,6 +51,9 @@ LONE_RETRY_AFTER_S: Final = 1.0
 # everyone is how uncoordinated clients make room for each other.
 LONE_MOST: Final = 2
 LONE_ANSWERS: Final = 50
+# A limit that an earlier run learned holds this long before the rate probes above it:
+# the next cron run's first minute goes at a limit already proven, with no 429.
+TRUST_S: Final = 60.0
 
 # Digits of a delta-seconds Retry-After read as a number; more is past any cap.
 _DIGITS: Final = 12
@@ -225,6 +228,7 @@ class Pacer:
         self._proven_at = -math.inf
         self._recent_429s: deque[bool] = deque(maxlen=LONE_ANSWERS)  # last answers: a 429?
         self._line = anyio.Lock()  # one reservation in the shared schedule at a time
+        self._unreserved = 0.0  # credit of requests sent above a learned limit, unreserved
         self._follow_shared()
 
     async def turn(self) -> float:
@@ -258,6 +262,8 @@ class Pacer:
         reservation at a time, so slots go round the processes in turn."""
         async with self._line:
             slot = await self.bucket.acquire()
+            if self._above_learned(shared):
+                return slot
             start = self._clock.now()
             delay = await shared.slot()
             self._follow_shared()
@@ -265,6 +271,21 @@ class Pacer:
                 return slot
             await self._clock.sleep(delay)
             return start + delay
+
+    def _above_learned(self, shared: SharedSchedule) -> bool:
+        """Whether this request goes without a slot: the rate probes above a limit that a
+        run learned (a lower bound, which the schedule runs at), and the share of its
+        requests over that limit skip the schedule, so a raised or freed limit can be
+        found and proven. A stated or a server's limit is never exceeded."""
+        limit, rate = shared.limit, self.rate.rate
+        if limit is None or limit.how != "learned" or rate is None or rate <= limit.per_s:
+            self._unreserved = 0.0
+            return False
+        self._unreserved += (rate - limit.per_s) / rate
+        if self._unreserved < 1.0:
+            return False
+        self._unreserved -= 1.0
+        return True
 
     def open(self) -> bool:
         """True when a request may leave this instant, with no wait at all: the fast path
@@ -390,12 +411,13 @@ class Pacer:
         looking = self.rate.phase is Phase.RAMP or (
             self.rate.phase is Phase.DESCEND and cap is None
         )
+        known = cap is not None or self.rate.trusted is not None
         return (
             not answer.throttled
             or retry_after > LONE_RETRY_AFTER_S
             or self.rate.streak >= 1
             or looking
-            or (cap is not None and sum(self._recent_429s) >= LONE_MOST)
+            or (known and sum(self._recent_429s) >= LONE_MOST)
         )
 
     def _proven(self, now: float) -> float | None:
@@ -442,8 +464,13 @@ class Pacer:
         self._shared_per_s = shared.limit.per_s
         if shared.limit.per_s != shared.published:
             # Not what this process learned itself: its own rate knows that better
-            # (the schedule shares it a little under).
-            self.rate.learn_limit(shared.limit.per_s, self._clock.now(), reason="shared")
+            # (the schedule shares it a little under). A learned limit is a lower bound
+            # to start at; a stated or a server's is a ceiling.
+            now = self._clock.now()
+            if shared.limit.how == "learned":
+                self.rate.trust(shared.limit.per_s, now, TRUST_S)
+            else:
+                self.rate.learn_limit(shared.limit.per_s, now, reason="shared")
             self._follow()
         log.info(
             "rate.shared",

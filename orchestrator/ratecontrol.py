@@ -107,6 +107,10 @@ class AdaptiveRate:
         self.hi: float | None = ceiling
         self._hi_at = now
         self.settled = False
+        self._settled_rate: float | None = None  # where the bracket last closed
+        # A limit an earlier run learned, held from `trust` on; no probe above it before:
+        self.trusted: float | None = None
+        self._probe_not_before = -math.inf
         self._ramp_from = now
         self._growth = 0
         self._held = self._held_answers = self._held_throttled = 0
@@ -169,6 +173,21 @@ class AdaptiveRate:
         if self.phase is Phase.RAMP or self.rate is None or self.rate > cap:
             self._set(cap, Phase.TRY, now)
         return RateChange(old, self.rate, reason) if self.rate != old else None
+
+    def trust(self, per_second: float, now: float, trust_s: float) -> RateChange | None:
+        """A limit that a run learned and shared: a lower bound that 429s proved, not a
+        ceiling. Hold at it (under a stated ceiling, at most that), and probe above it
+        only once it has held `trust_s`: the limit may have been raised, or learned
+        while another client took a share of it."""
+        old = self.rate
+        cap = self.cap
+        rate = per_second if cap is None else min(cap, per_second)
+        self.trusted = per_second
+        self.lo, self.hi = rate, None
+        self._probe_not_before = now + trust_s
+        self._hold(rate, now)
+        self._settled_rate = rate  # not news: it was settled by the run that learned it
+        return RateChange(old, self.rate, "shared") if self.rate != old else None
 
     def observe(
         self, now: float, sent_at: float, *, throttled: bool, retry_after: bool = False
@@ -302,7 +321,11 @@ class AdaptiveRate:
             return RateChange(old, self.rate, "trim")
         self._held += 1
         cap = self.cap
-        if self._held < self._hold_windows or (cap is not None and lo >= cap):
+        if (
+            self._held < self._hold_windows
+            or (cap is not None and lo >= cap)
+            or now < self._probe_not_before
+        ):
             self._start_window(now)
             return None
         # Look for freed capacity, gently: a try a step above lo. If it fails, the next
@@ -348,11 +371,15 @@ class AdaptiveRate:
         return max(self.HOLD_WINDOWS, math.floor(most / window))
 
     def _hold(self, rate: float, now: float) -> bool:
-        first = not self.settled
+        """Hold at `rate`; True when that settles the rate anew: the first time, or at a
+        rate that a probe found above (or a fall found below) the last one."""
+        last = self._settled_rate
+        news = last is None or abs(rate - last) > self.SETTLE * last
         self.settled = True
+        self._settled_rate = rate
         self._held = self._held_answers = self._held_throttled = 0
         self._set(rate, Phase.HOLD, now)
-        return first
+        return news
 
     def _fell(self, now: float) -> None:
         """Refused at a proven rate: the limit fell (another client came), or was never

@@ -111,9 +111,9 @@ class SharedSchedule:
             return
         current = self.limit
         if how == "learned":
+            # Each figure a run publishes is a lower bound the limiter proved: a higher
+            # one (a probe found the limit raised, or freed) replaces a lower one.
             per_s = self._measured(per_s) * (1 - LEARNED_MARGIN)
-            if current is not None:
-                per_s = min(per_s, current.per_s)
         same = current is not None and abs(per_s - current.per_s) <= SAME_LIMIT * current.per_s
         if same and current is not None and current.how == how:
             return

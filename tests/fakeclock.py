@@ -22,6 +22,24 @@ import anyio.to_thread
 
 # Loop turns without a change before time may jump: enough for a loopback round trip.
 _QUIET_TURNS: Final = 20
+# How long a runnable task is given before a driven clock looks again (anyio's
+# `wait_all_tasks_blocked` takes 100 ms): long enough, on a loaded machine, for the work
+# of threads that the clock does not see (a resolver's) and for loopback I/O to land.
+_LOOK_AGAIN_S: Final = 0.1
+
+
+async def _all_tasks_blocked(look_again_s: float) -> None:
+    """`anyio.wait_all_tasks_blocked`, looking again after `look_again_s`."""
+    await anyio.lowlevel.checkpoint()
+    this_task = asyncio.current_task()
+    while True:
+        for task in asyncio.all_tasks():
+            waiter = getattr(task, "_fut_waiter", None)
+            if task is not this_task and (waiter is None or waiter.done()):
+                await asyncio.sleep(look_again_s)
+                break
+        else:
+            return
 
 
 class FakeClock:
@@ -33,6 +51,7 @@ class FakeClock:
         self._changed = anyio.Event()
         self._in_threads = 0
         self._threads_idle = anyio.Event()
+        self._look_again_s = _LOOK_AGAIN_S
 
     def now(self) -> float:
         return self._now
@@ -61,8 +80,12 @@ class FakeClock:
                 event.set()
 
     @asynccontextmanager
-    async def driven(self) -> AsyncIterator[None]:
+    async def driven(self, look_again_s: float = _LOOK_AGAIN_S) -> AsyncIterator[None]:
+        """Time jumps whenever every task is blocked. A test whose only other work is its
+        own simulator and pacing may look again sooner (1 ms): a test of a slow rate
+        makes thousands of jumps, each costing this much real time."""
         assert not self.autojump
+        self._look_again_s = look_again_s
         real = anyio.to_thread.run_sync
 
         async def counted(func: Callable[..., object], *args: object, **kwargs: object) -> object:
@@ -103,7 +126,7 @@ class FakeClock:
         while True:
             while self._in_threads:
                 await self._threads_idle.wait()
-            await anyio.wait_all_tasks_blocked()
+            await _all_tasks_blocked(self._look_again_s)
             before = self._now, len(self._sleepers), self._activity(), self._in_threads
             for _ in range(_QUIET_TURNS):
                 await anyio.lowlevel.checkpoint()

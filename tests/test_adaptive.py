@@ -462,6 +462,29 @@ def test_with_no_limit_known_lone_429s_of_the_search_hold_only_their_request() -
     assert pacer.pause.remaining == 0.0
 
 
+def test_a_trusted_limit_holds_with_no_probe_until_its_trust_ends() -> None:
+    """A limit learned by an earlier run: held at once, and probed above only after the
+    trust (so the next run's first minute meets no 429 of its own making)."""
+    rate = AdaptiveRate(None, 0.0)
+    rate.trust(8.0, 0.0, 60.0)
+    assert (rate.rate, rate.phase, rate.cap) == (8.0, Phase.HOLD, None)
+    now, changes = 0.0, []
+    while now < 90.0:
+        now += 1 / 8.0
+        seen = rate.observe(now, now, throttled=False)
+        if seen.change is not None:
+            changes.append((now, seen.change.reason, seen.change.new))
+    assert changes
+    assert changes[0][0] >= 60.0
+    assert changes[0][1:] == ("probe", pytest.approx(8.0 * (1 + AdaptiveRate.PROBE_STEP)))
+
+
+def test_a_trusted_limit_is_capped_by_a_stated_ceiling() -> None:
+    rate = AdaptiveRate(5.0, 0.0)
+    rate.trust(8.0, 0.0, 60.0)
+    assert (rate.rate, rate.trusted) == (5.0, 8.0)
+
+
 def test_a_429_while_ramping_pauses_every_request_lone_or_not() -> None:
     """Over the limit from a ramp, the limiter is spent: the pause lets it refill."""
     clock = FakeClock()
