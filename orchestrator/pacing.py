@@ -39,6 +39,8 @@ LEARNED_THROTTLES: Final = 2
 PROVEN_SPAN_S: Final = 10.0
 PROVEN_WINDOW_S: Final = 60.0
 LEARN_SECONDS: Final = 5
+# A proven bound this much above the one published is published again.
+PROVEN_GAIN: Final = 0.01
 
 # A Retry-After of at most this on a lone 429 (one that follows an answer let through)
 # holds only its own request: a whole-second header cannot say less, and a token bucket
@@ -221,6 +223,7 @@ class Pacer:
         self._throttled = 0  # 429s since the last limit this process learned
         self._candidate: float | None = None  # a limit learned, to publish ...
         self._candidate_from = 0  # ... once the seconds from this one on confirm it
+        self._candidate_proven = 0.0  # ... as high as two 429s have proven so far
         # When answers came, while sharing: what bounds a limit to publish from below.
         # (The pairs of 429s are tried each against each: few, and once a second.)
         self._let_through: deque[float] = deque(maxlen=8192)
@@ -374,26 +377,36 @@ class Pacer:
             if (learned := self._learned(change)) is not None:
                 self._candidate = learned
                 self._candidate_from = math.floor(now) + 1
+                self._candidate_proven = 0.0
                 self._throttled = 0
-            # A rate that one window showed clean can be over the limit (a limiter's
-            # saved-up burst makes it look clean), and the next run trusts what is
-            # published: publish no more than what two 429s prove the limiter let through.
-            if (
-                self._candidate is not None
-                and now >= self._candidate_from + LEARN_SECONDS
-                and now >= self._proven_at + 1.0
-                and (proven := self._proven(now)) is not None
-            ):
-                log.debug(
-                    "rate.learned",
-                    candidate_per_s=_rounded(self._candidate),
-                    proven_per_s=_rounded(proven),
-                )
-                self.shared.note_limit(min(self._candidate, proven), "learned")
-                self._candidate = None
+            self._prove_candidate(now)
         self._follow()
         circuit = None if answer.throttled else self.circuit.record(answer.fault)
         return PacingEvents(change, circuit, paused, seen.holdoff_s, wait_s)
+
+    def _prove_candidate(self, now: float) -> None:
+        """Publish a limit learned, once LEARN_SECONDS confirm it. A rate that one window
+        showed clean can be over the limit (a limiter's saved-up burst makes it look
+        clean), and the next run trusts what is published: publish no more than what two
+        429s prove the limiter let through. That bound only grows with evidence, so for
+        PROVEN_WINDOW_S after, each higher one (by PROVEN_GAIN) is published again."""
+        candidate, start = self._candidate, self._candidate_from + LEARN_SECONDS
+        if candidate is None or now < start or now < self._proven_at + 1.0:
+            return
+        if now > start + PROVEN_WINDOW_S:
+            self._candidate = None
+            return
+        proven = self._proven(now)
+        if proven is None or proven <= self._candidate_proven * (1 + PROVEN_GAIN):
+            return
+        if self._candidate_proven >= candidate:
+            return  # already published at the candidate: more proof says nothing new
+        self._candidate_proven = proven
+        log.debug(
+            "rate.learned", candidate_per_s=_rounded(candidate), proven_per_s=_rounded(proven)
+        )
+        assert self.shared is not None
+        self.shared.note_limit(min(candidate, proven), "learned")
 
     def _pauses_all(self, answer: Answer, retry_after: float) -> bool:
         """Whether a Retry-After stops every request, or only the one it came with (see
