@@ -11,10 +11,12 @@ Rows, each with a label a developer can pick with `--rate-rows PATTERN`:
     control     a GCRA with burst = rate and a client at 45/s: it must draw no 429 and
                 take exactly 999 / 45 s, or the bench itself is wrong
     procs       2 and 4 processes on one token, each `--rate` = the limit, no coordination
-    background  another client of the token takes part of the limit, then stops
+    background  another client of the token takes part of the limit, then stops; with
+                X-RateLimit-* headers, and without them under the default store
 
-Every row's clients run with `--rate-store none`, each with an XDG_STATE_HOME of its own:
-a row measures one process alone, or processes that do not coordinate. (The rows of
+Every row's clients run with `--rate-store none` (but the background rows that say
+`--rate-store auto`), each with an XDG_STATE_HOME of its own: a row measures one process
+alone, or processes that do not coordinate. (The rows of
 `benchmarks.shared` are Rows too, of kind "shared", with a store and one state directory.)
 """
 
@@ -242,31 +244,39 @@ def procs_rows() -> list[Row]:
 
 
 def background_rows() -> list[Row]:
+    """Each case with the limit in X-RateLimit-* headers and no store, and without headers
+    under the default store: there the run learns (and publishes) its share while the
+    other client sends, and must not keep it as its ceiling once that client stops."""
     rows = []
     cases = ((50.0, 10, 1_000, 25.0, 8.0, 1.0, 10.0), (2.0, 0, 150, 1.0, 30.0, 5.0, 60.0))
     for limit, burst, ids, load, stop_s, window_s, within_s in cases:
         shape = gcra(burst)
-        rows.append(
-            Row(
-                "background",
-                f"background {shape.name} {_rate(limit)} hdr=x ra=on"
-                f" load={_rate(load)} for {stop_s:g} s",
-                shape,
-                limit,
-                ids,
-                ("--rate", "none"),
-                _server(
+        for headers, store in (("x", "none"), ("none", "auto")):
+            rows.append(
+                Row(
+                    "background",
+                    f"background {shape.name} {_rate(limit)} hdr={headers} ra=on"
+                    f" load={_rate(load)} for {stop_s:g} s"
+                    + ("" if store == "none" else f" --rate-store {store}"),
                     shape,
                     limit,
-                    "--background-load",
-                    _rate(load),
-                    "--background-stop-after",
-                    f"{stop_s:g}",
-                ),
-                Target(0.0, 1.0, recovery_s=within_s),
-                background=Background(load, stop_s, window_s),
+                    ids,
+                    ("--rate", "none"),
+                    _server(
+                        shape,
+                        limit,
+                        "--rate-limit-headers",
+                        headers,
+                        "--background-load",
+                        _rate(load),
+                        "--background-stop-after",
+                        f"{stop_s:g}",
+                    ),
+                    Target(0.0, 1.0, recovery_s=within_s),
+                    background=Background(load, stop_s, window_s),
+                    store=store,
+                )
             )
-        )
     return rows
 
 

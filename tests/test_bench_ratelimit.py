@@ -30,7 +30,7 @@ def test_the_matrix_has_every_row_the_issue_asks_for() -> None:
     kinds = [r.kind for r in ROWS]
     assert kinds.count("unknown") == 8 * 2 * 2 * 2
     assert kinds.count("known") == 8
-    assert (kinds.count("control"), kinds.count("procs"), kinds.count("background")) == (1, 4, 2)
+    assert (kinds.count("control"), kinds.count("procs"), kinds.count("background")) == (1, 4, 4)
     assert len({r.label for r in ROWS}) == len(ROWS)
     shapes = {r.shape.name for r in ROWS if r.kind == "unknown" and r.limit == 2.0}
     assert shapes == {
@@ -82,7 +82,7 @@ def test_ideal_with_background_that_outlasts_the_work() -> None:
 
 def test_pick_matches_labels_by_regular_expression() -> None:
     burst_0 = pick(ROWS, ["gcra-b0 "])
-    assert len(burst_0) == 8 + 1 + 1  # unknown (2 limits x 2 x 2), known, background
+    assert len(burst_0) == 8 + 1 + 2  # unknown (2 limits x 2 x 2), known, background
     assert all("gcra-b0 " in r.label for r in burst_0)
     assert {r.kind for r in pick(ROWS, ["^procs", "^control"])} == {"procs", "control"}
     assert len(pick(ROWS, ["sliding-log "])) == 8 + 1

@@ -97,7 +97,12 @@ def test_each_row_has_its_store_and_state_directories(tmp_path: Path) -> None:
 
 def test_issue_11_rows_measure_processes_that_do_not_coordinate(tmp_path: Path) -> None:
     for r in matrix():
-        assert (r.store, r.shared_state) == ("none", False)
+        assert not r.shared_state
+        # Only the background rows without headers run under the default store (one
+        # process each: nothing to coordinate with), and say so in their label.
+        stored = r.kind == "background" and "hdr=none" in r.label
+        assert r.store == ("auto" if stored else "none")
+        assert ("--rate-store auto" in r.label) == stored
     procs = next(r for r in matrix() if r.kind == "procs")
     assert state_home(procs, tmp_path, "0") != state_home(procs, tmp_path, "1")
 
