@@ -89,9 +89,9 @@ class LocalStore:
             self._db.close()
             raise StoreError(f"cannot use {self.description}: {_reason(exc)}") from None
 
-    async def reserve(self, stated: float | None) -> Grant:
+    async def reserve(self, stated: float | None, *, counting: bool = False) -> Grant:
         def step(state: Schedule) -> tuple[Schedule, Grant]:
-            return reserve_step(state, self._now(), self._wall(), stated)
+            return reserve_step(state, self._now(), self._wall(), stated, counting=counting)
 
         return self._transact(step)
 

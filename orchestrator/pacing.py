@@ -18,7 +18,7 @@ from typing import Final, Protocol
 import anyio
 import structlog
 
-from .ratecontrol import AdaptiveRate, Phase, RateChange, proven_rate
+from .ratecontrol import AdaptiveRate, Phase, RateChange, proven_span
 from .sharedrate import SharedSchedule
 
 log = structlog.get_logger("orchestrator")
@@ -373,6 +373,7 @@ class Pacer:
             if stated is not None and answer.hint is not None and answer.hint.per_second:
                 self.shared.note_limit(answer.hint.per_second, "server")
             self._throttled += answer.throttled
+            self.shared.note_answer(throttled=answer.throttled)
             (self._refused if answer.throttled else self._let_through).append(now)
             if (learned := self._learned(change)) is not None:
                 self._candidate = learned
@@ -396,17 +397,20 @@ class Pacer:
         if now > start + PROVEN_WINDOW_S:
             self._candidate = None
             return
-        proven = self._proven(now)
-        if proven is None or proven <= self._candidate_proven * (1 + PROVEN_GAIN):
+        found = self._proven(now)
+        if found is None:
+            return
+        proven, *span = found
+        if proven <= self._candidate_proven * (1 + PROVEN_GAIN):
             return
         if self._candidate_proven >= candidate:
             return  # already published at the candidate: more proof says nothing new
-        self._candidate_proven = proven
-        log.debug(
-            "rate.learned", candidate_per_s=_rounded(candidate), proven_per_s=_rounded(proven)
-        )
         assert self.shared is not None
-        self.shared.note_limit(min(candidate, proven), "learned")
+        if self.shared.note_limit(min(candidate, proven), "learned", span=(span[0], span[1])):
+            self._candidate_proven = proven
+            log.debug(
+                "rate.learned", candidate_per_s=_rounded(candidate), proven_per_s=_rounded(proven)
+            )
 
     def _pauses_all(self, answer: Answer, retry_after: float) -> bool:
         """Whether a Retry-After stops every request, or only the one it came with (see
@@ -433,16 +437,17 @@ class Pacer:
             or (known and sum(self._recent_429s) >= LONE_MOST)
         )
 
-    def _proven(self, now: float) -> float | None:
+    def _proven(self, now: float) -> tuple[float, float, float] | None:
         """What the limiter has proven it lets through per second, over the last
-        PROVEN_WINDOW_S (see ratecontrol.proven_rate)."""
+        PROVEN_WINDOW_S, and the span between two 429s that proves it (see
+        ratecontrol.proven_rate)."""
         self._proven_at = now
         since = now - PROVEN_WINDOW_S
         while self._refused and self._refused[0] < since:
             self._refused.popleft()
         while self._let_through and self._let_through[0] < since:
             self._let_through.popleft()
-        return proven_rate(list(self._let_through), list(self._refused), PROVEN_SPAN_S)
+        return proven_span(list(self._let_through), list(self._refused), PROVEN_SPAN_S)
 
     def _learned(self, change: RateChange | None) -> float | None:
         """The token's limit this change found, to publish: 429s bracket it, and it

@@ -497,7 +497,15 @@ def proven_rate(
     bound lower, never higher, so the best of all such spans is taken. Both sequences
     are times in increasing order; None when no two 429s are far enough apart.
     """
-    best: float | None = None
+    best = proven_span(let_through, refused, min_span_s)
+    return None if best is None else best[0]
+
+
+def proven_span(
+    let_through: Sequence[float], refused: Sequence[float], min_span_s: float
+) -> tuple[float, float, float] | None:
+    """`proven_rate`, with the span that proves it: (rate, first 429, last 429)."""
+    best: tuple[float, float, float] | None = None
     for i, start in enumerate(refused):
         for end in refused[i + 1 :]:
             span = end - start
@@ -505,6 +513,6 @@ def proven_rate(
                 continue
             count = bisect.bisect_left(let_through, end) - bisect.bisect_right(let_through, start)
             bound = (count - 1) / span
-            if best is None or bound > best:
-                best = bound
+            if best is None or bound > best[0]:
+                best = (bound, start, end)
     return best

@@ -199,20 +199,25 @@ def usable_rate(per_s: float) -> bool:
 
 
 def reserve_step(
-    state: Schedule, now: float, wall: float, stated: float | None
+    state: Schedule, now: float, wall: float, stated: float | None, *, counting: bool = False
 ) -> tuple[Schedule, Grant]:
     """Take the next slot: the state to store, and what the caller gets.
 
     `stated` is the caller's --rate: it becomes the schedule's limit when none fresher is
     known, or when it is at least the stated limit (so the highest rate stated by a live
     process holds, and a lower one takes over when that lapses). A limit that a run
-    learned or that the server stated beats any --rate until it expires."""
+    learned or that the server stated beats any --rate until it expires.
+
+    With no limit known nothing is reserved; `counting` still counts the request, so
+    that processes that have met a limit but know none yet can each measure their share
+    of the token's requests (and publish the token's limit, not their share of it)."""
     limit = state.limit if state.limit is not None and state.limit.fresh(wall) else None
     lapsed_or_lower = limit is None or (limit.how == "stated" and limit.per_s <= (stated or 0))
     if stated is not None and usable_rate(stated) and lapsed_or_lower:
         limit = SharedLimit(stated, "stated", wall)
     if limit is None:
-        return replace(state, limit=None), Grant(0.0, None, state.count)
+        count = state.count + 1 if counting else state.count
+        return replace(state, limit=None, count=count), Grant(0.0, None, count)
     # Slots waiting their turn put the schedule ahead by a few intervals; more than this
     # (even at an hourly rate) is a clock that stepped back.
     ahead = max(MAX_AHEAD_S, QUEUED_SLOTS / limit.per_s)
@@ -272,7 +277,7 @@ class RateStore(Protocol):
 
     description: str
 
-    async def reserve(self, stated: float | None) -> Grant: ...
+    async def reserve(self, stated: float | None, *, counting: bool = False) -> Grant: ...
 
     async def publish(self, per_s: float, how: How) -> None: ...
 

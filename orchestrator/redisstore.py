@@ -112,10 +112,12 @@ local function fresh(limit)
 end
 """
 
-# ARGV[7]: the caller's --rate, '' for none (only a usable rate is sent).
+# ARGV[7]: the caller's --rate, '' for none (only a usable rate is sent); ARGV[8]: '1'
+# to count the request when there is no limit (reserve_step's `counting`).
 # Reply: {delay, per_s, how, at, count}, per_s/how/at '' when there is no limit.
 _RESERVE: Final = """
 local stated = number(ARGV[7])
+local counting = ARGV[8] == '1'
 local state = read()
 local limit = nil
 if state.limit ~= nil and fresh(state.limit) then limit = state.limit end
@@ -128,7 +130,13 @@ if limit == nil then
     redis.call('HDEL', key, 'limit_per_s', 'limit_how', 'limit_at')
     redis.call('PEXPIRE', key, EXPIRE_MS)
   end
-  return {'0', '', '', '', string.format('%d', state.count)}
+  local count = state.count
+  if counting then
+    count = count + 1
+    redis.call('HSET', key, 'count', string.format('%d', count))
+    redis.call('PEXPIRE', key, EXPIRE_MS)
+  end
+  return {'0', '', '', '', string.format('%d', count)}
 end
 -- Slots waiting their turn put the schedule ahead by a few intervals; more than this
 -- is a clock that stepped back.
@@ -241,10 +249,11 @@ class RedisStore:
             raise StoreError(f"cannot reach {description}: {_reason(exc, url)}") from None
         return store
 
-    async def reserve(self, stated: float | None) -> Grant:
+    async def reserve(self, stated: float | None, *, counting: bool = False) -> Grant:
         rate = repr(float(stated)) if stated is not None and usable_rate(stated) else ""
+        args = [*_CONSTANTS, rate, "1" if counting else ""]
         try:
-            reply = await self._reserve(keys=self._keys, args=[*_CONSTANTS, rate])
+            reply = await self._reserve(keys=self._keys, args=args)
             return _grant(reply)
         except Exception as exc:
             raise self._error("reserve a slot in", exc) from None

@@ -4,7 +4,8 @@ The `Pacer` asks `slot()` for the wait before each request. While a limit is kno
 by this process's --rate, published by another process, learned by a run, or stated by the
 server) every request reserves its slot from the store. With no limit known, nothing is
 reserved: a `--rate none` run that has not met a limit never touches the store, and one
-that has looks for a published limit at most every PEEK_S.
+that has looks for a published limit at most every PEEK_S, and has the store count its
+requests let through, so that the limit it learns is measured against every process's.
 
 What this process learns goes the other way, at its next turn: a Retry-After pauses every
 process, and a settled or server-stated limit is published for the others and for the next
@@ -45,8 +46,11 @@ Op = Callable[[RateStore], Awaitable[T]]
 
 # With no limit known, look for one published by another process this often.
 PEEK_S: Final = 10.0
-# This process's share of the schedule's slots is measured over about this long.
+# This process's share of the schedule's slots is measured over about this long, or
+# over the span that proved a rate learned, within the last HISTORY_S (as long as
+# pacing.PROVEN_WINDOW_S).
 MEASURE_S: Final = 5.0
+HISTORY_S: Final = 60.0
 # A learned limit is shared this much under where this process settled: the rate it
 # settled at was clean, but a schedule run at exactly a strict limiter's rate meets
 # timer jitter (and the next run starts right at it).
@@ -71,8 +75,11 @@ class SharedSchedule:
         self._pause_s = 0.0
         self._publish: tuple[float, How] | None = None
         # (when, slots taken by every process, by this one), recent
-        self._slots: deque[tuple[float, int, int]] = deque()
+        self._slots: deque[tuple[float, int, int]] = deque(maxlen=8192)
         self.reserved = 0
+        self._taken = 0  # this process's requests the store counted, reserved or not
+        self._counting = False  # ... which it does once this process has met a limit
+        self._uncounted = 0  # answers let through, to count at the next turn
         self.published: float | None = None  # the last limit this process published
 
     @property
@@ -100,30 +107,48 @@ class SharedSchedule:
         self._take(grant)
         return grant.delay_s
 
+    def note_answer(self, *, throttled: bool) -> None:
+        """Once this process has met the token's limit (a 429), the store counts each of
+        its requests let through while no limit is known, as slots count them once one
+        is: what it learns is then measured as its share of every process's."""
+        self._counting = self._counting or throttled
+        if self._counting and not throttled and not self.active and self._store is not None:
+            self._uncounted += 1
+
     def note_pause(self, seconds: float) -> None:
         """A Retry-After: pause every process at this process's next turn."""
         if self._store is not None:
             self._pause_s = max(self._pause_s, seconds)
 
-    def note_limit(self, per_s: float, how: How) -> None:
-        """A limit this process learned (`rate.settled`) or the server stated: publish it."""
+    def note_limit(self, per_s: float, how: How, span: tuple[float, float] | None = None) -> bool:
+        """A limit this process learned (`rate.settled`, over `span` of this process's
+        clock) or the server stated: publish it. False when a learned one cannot be
+        yet: this process's share of the token's requests is not measured."""
         if self._store is None or not math.isfinite(per_s) or per_s <= 0:
-            return
+            return False
         current = self.limit
         if how == "learned":
             # Each figure a run publishes is a lower bound the limiter proved: a higher
             # one (a probe found the limit raised, or freed) replaces a lower one.
-            per_s = self._measured(per_s) * (1 - LEARNED_MARGIN)
+            measured = self._measured(per_s, span)
+            if measured is None:
+                return False
+            per_s = measured * (1 - LEARNED_MARGIN)
         same = current is not None and abs(per_s - current.per_s) <= SAME_LIMIT * current.per_s
-        if same and current is not None and current.how == how:
-            return
-        self._publish = (per_s, how)
+        if not (same and current is not None and current.how == how):
+            self._publish = (per_s, how)
+        return True
 
     async def flush(self) -> None:
         """Tell the store what this process has heard since its last turn."""
         if self._pause_s > 0:
             seconds, self._pause_s = self._pause_s, 0.0
             await self._call(lambda store: store.pause(seconds))
+        while self._uncounted > 0:
+            self._uncounted -= 1
+            grant = await self._call(lambda store: store.reserve(None, counting=True))
+            if grant is not None:
+                self._take(grant)
         if self._publish is not None:
             (per_s, how), self._publish = self._publish, None
             await self._call(lambda store: store.publish(per_s, how))
@@ -133,7 +158,7 @@ class SharedSchedule:
 
     @property
     def pending(self) -> bool:
-        return self._pause_s > 0 or self._publish is not None
+        return self._pause_s > 0 or self._publish is not None or self._uncounted > 0
 
     def report(self) -> BudgetReport:
         limit = self.limit
@@ -154,23 +179,33 @@ class SharedSchedule:
 
     def _take(self, grant: Grant) -> None:
         self.limit = grant.limit
-        if grant.limit is None:
+        if grant.limit is not None:
+            self.reserved += 1
+        elif not self._counting:
             return
-        self.reserved += 1
+        self._taken += 1
         now = self._now()
-        self._slots.append((now, grant.count, self.reserved))
-        while len(self._slots) > 2 and now - self._slots[1][0] >= MEASURE_S:
+        self._slots.append((now, grant.count, self._taken))
+        while len(self._slots) > 2 and now - self._slots[1][0] >= HISTORY_S:
             self._slots.popleft()
 
-    def _measured(self, settled: float) -> float:
+    def _measured(self, settled: float, span: tuple[float, float] | None) -> float | None:
         """The token's limit from the rate this process settled at: that rate times the
-        slots every process took for each one of ours lately. Alone, the rate itself.
+        requests every process had counted for each one of ours lately (slots taken, or
+        while no limit is known, answers let through). Alone, the rate itself. None
+        before MIN_SAMPLE of ours are counted: one process's share is no token's limit.
         (A ratio of counts, not slots per second: pauses and idle spells don't dilute it.)"""
-        if len(self._slots) < 2:
-            return settled
-        (_, all_then, ours_then), (_, all_now, ours_now) = self._slots[0], self._slots[-1]
+        slots = list(self._slots)
+        if span is not None:  # the share over the span that proved the rate
+            start, end = span
+            slots = [slot for slot in slots if start <= slot[0] <= end]
+        else:
+            slots = [slot for slot in slots if slot[0] >= self._now() - MEASURE_S]
+        if len(slots) < 2:
+            return None
+        (_, all_then, ours_then), (_, all_now, ours_now) = slots[0], slots[-1]
         if ours_now - ours_then < MIN_SAMPLE:
-            return settled
+            return None
         return settled * max(1.0, (all_now - all_then) / (ours_now - ours_then))
 
     async def _peek(self) -> None:

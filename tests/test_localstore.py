@@ -385,11 +385,14 @@ async def test_a_round_trip_through_the_file(tmp_path: Path, clock: Clock, opene
     assert (directory / FILE_NAME).is_file()
     assert await store.peek() is None
     assert await store.reserve(None) == Grant(0.0, None, 0)  # nothing known: nothing taken
+    # ... but a process that met a limit has its requests counted, to measure its share
+    assert await store.reserve(None, counting=True) == Grant(0.0, None, 1)
+    assert await store.peek() is None
 
-    assert await store.reserve(10.0) == Grant(0.0, SharedLimit(10.0, "stated", WALL0), 1)
+    assert await store.reserve(10.0) == Grant(0.0, SharedLimit(10.0, "stated", WALL0), 2)
     grant = await store.reserve(10.0)
     assert grant.delay_s == pytest.approx(0.1)
-    assert grant.count == 2
+    assert grant.count == 3
     assert await store.peek() == SharedLimit(10.0, "stated", WALL0)
 
     clock.wall += 1.0
@@ -398,7 +401,7 @@ async def test_a_round_trip_through_the_file(tmp_path: Path, clock: Clock, opene
     grant = await store.reserve(10.0)  # the learned limit beats --rate
     assert grant.limit == SharedLimit(4.0, "learned", WALL0 + 1.0)
     assert grant.delay_s == pytest.approx(0.2)
-    assert grant.count == 3
+    assert grant.count == 4
 
     await store.pause(5.0)
     grant = await store.reserve(10.0)
@@ -410,11 +413,11 @@ async def test_a_round_trip_through_the_file(tmp_path: Path, clock: Clock, opene
     assert await again.peek() == SharedLimit(4.0, "learned", WALL0 + 1.0)
     grant = await again.reserve(10.0)
     assert grant.delay_s == pytest.approx(5.25)
-    assert grant.count == 5
+    assert grant.count == 6
     clock.now += 100.0
     grant = await again.reserve(10.0)
     assert grant.delay_s == 0.0
-    assert grant.count == 6
+    assert grant.count == 7
 
     clock.wall += LEARNED_TTL_S
     assert await again.peek() is None

@@ -277,6 +277,18 @@ async def test_nothing_is_written_without_a_limit(open_store: Opener, raw: Raw) 
     assert await store.peek() is None
 
 
+async def test_a_counted_request_with_no_limit_counts_and_reserves_nothing(
+    open_store: Opener,
+) -> None:
+    """As reserve_step's `counting`: the count moves on, no limit appears."""
+    store = await open_store()
+    assert await store.reserve(None, counting=True) == Grant(0.0, None, 1)
+    assert await store.reserve(None, counting=True) == Grant(0.0, None, 2)
+    assert await store.peek() is None
+    grant = await store.reserve(10.0)
+    assert (grant.count, grant.limit is not None) == (3, True)
+
+
 async def test_stated_limit_lapses_after_stated_ttl(open_store: Opener, raw: Raw) -> None:
     store = await open_store()
     first = await store.reserve(50.0)

@@ -190,7 +190,7 @@ class _Failing:
         if self.calls > self._good:
             raise StoreError("disk I/O error")
 
-    async def reserve(self, stated: float | None) -> Grant:
+    async def reserve(self, stated: float | None, *, counting: bool = False) -> Grant:
         self._call()
         return Grant(0.0, SharedLimit(stated or 1.0, "stated", 0.0), self.calls)
 
@@ -507,3 +507,39 @@ async def test_a_limit_learned_beside_another_client_is_left_once_it_stops(
     assert back - stops_at <= 60.0  # the issue's target at 2/s
     assert limit is not None
     assert limit.per_s >= 0.85 * limit_per_s
+
+
+async def test_runs_that_learn_together_publish_the_tokens_limit_not_their_share(
+    tmp_path: Path,
+) -> None:
+    """Three `--rate none` runs on one token, on one store, learn the limit at once: each
+    gets a share of it, and what is published is the token's limit (the store counts
+    every run's requests let through once it met a 429), not one run's share."""
+    limit_per_s = 6.0
+    config = SimConfig(
+        accept_any=True,
+        rate=limit_per_s,
+        burst=1,
+        rate_limit_headers="none",
+        retry_after=False,
+        request_log_limit=10_000,
+    )
+    clock = FakeClock(autojump=False)
+    done: dict[str, Outcome] = {}
+    async with RunningSimulator(config, clock=clock.now) as sim, clock.driven(QUICK):
+        with capture_logs() as logs:
+
+            async def one(name: str) -> None:
+                ids = make_ids(120, name)
+                done[name] = await rerun(
+                    sim, tmp_path / f"{name}.jsonl", ids, clock=clock, fsync="never"
+                )
+
+            async with anyio.create_task_group() as tg:
+                for name in "abc":
+                    tg.start_soon(one, name)
+    assert all(exit_code(d.result) == ExitCode.OK for d in done.values())
+    published = [e["per_s"] for e in logs if e["event"] == "rate_store.published"]
+    assert published
+    assert min(published) >= 0.8 * limit_per_s
+    assert max(published) <= 1.03 * limit_per_s
