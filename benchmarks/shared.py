@@ -9,6 +9,8 @@ Each row runs against a simulator of its own, GCRA 10 r/s with a burst of 5 and 
                        starts on a free loopback port), each process with an XDG_STATE_HOME
                        of its own: they share nothing on disk
     uncoordinated 2x...  the 2x row with `--rate-store none`, for contrast (no target)
+    discover Nx...       N processes with `--rate none` on the default store: they learn the
+                       limit together and publish the token's (no target in the issue)
     cron               a `--rate none` run that finds the limit and publishes it, then a
                        second `--rate none` run on the same state directory, at once: its
                        first minute as the server saw it
@@ -65,6 +67,7 @@ BURST: Final = 5
 TOTAL_IDS: Final = 600  # every multi-process row: 59.4 s at the limit, whatever N
 SHARED_PROCS: Final = (2, 4, 8)
 REDIS_PROCS: Final = (2, 4, 8)
+DISCOVER_PROCS: Final = (2, 4)
 CRON_FIRST_IDS: Final = 300  # enough to settle (about 15 s) and run on at what it found
 CRON_IDS: Final = 700  # 70 s at the limit: the first minute is whole
 MINUTE_S: Final = 60.0
@@ -93,16 +96,24 @@ def _server(*, retry_after: bool = True) -> tuple[str, ...]:
     return flags if retry_after else (*flags, "--no-retry-after")
 
 
-def _procs_row(kind: str, procs: int, store: str, target: Target, *, shared_state: bool) -> Row:
+def _procs_row(
+    kind: str,
+    procs: int,
+    store: str,
+    target: Target,
+    *,
+    shared_state: bool,
+    rate: str = f"{LIMIT:g}/s",
+) -> Row:
     shape = gcra(BURST)
     ids = TOTAL_IDS // procs
     return Row(
         "shared",
-        f"{kind} {procs}x{ids} {shape.name} {LIMIT:g}/s hdr=none ra=on --rate {LIMIT:g}/s",
+        f"{kind} {procs}x{ids} {shape.name} {LIMIT:g}/s hdr=none ra=on --rate {rate}",
         shape,
         LIMIT,
         ids,
-        ("--rate", f"{LIMIT:g}/s"),
+        ("--rate", rate),
         _server(),
         target,
         procs=procs,
@@ -142,6 +153,13 @@ def shared_rows(redis_url: str | None) -> list[Row]:
     rows.append(
         _procs_row("uncoordinated", 2, "none", Target(0.0, 1.0, none=True), shared_state=False)
     )
+    # Not in the issue: processes that all look for the limit (`--rate none`) on one store.
+    rows += [
+        _procs_row(
+            "discover", n, "auto", Target(0.0, 1.0, none=True), shared_state=True, rate="none"
+        )
+        for n in DISCOVER_PROCS
+    ]
     # Without Retry-After the first run learns the limit as the ratelimit matrix's
     # unknown-limit rows find it; with it, burst refills after each pause mislead it.
     rows += [cron_row(retry_after=False), cron_row(retry_after=True)]
@@ -510,7 +528,7 @@ def add_blocks(
         for text in (
             "shared: the default store (SQLite under one XDG_STATE_HOME for all); redis:"
             " --rate-store redis://127.0.0.1:PORT/0, an XDG_STATE_HOME each; uncoordinated:"
-            " --rate-store none.",
+            " --rate-store none; discover: --rate none, the default store.",
             "ideal s: (IDs - the burst + 1 the limiter lets through at once) / limit; span s:"
             " first to last rerun request as the simulator saw them; spans s: each process's"
             " own, by its IDs.",

@@ -52,13 +52,16 @@ def test_the_section_has_every_row_the_issue_asks_for() -> None:
     assert labels == [
         "shared 2x300", "shared 4x150", "shared 8x75",
         "redis 2x300", "redis 4x150", "redis 8x75",
-        "uncoordinated 2x300", "cron 300+700", "cron 300+700",
+        "uncoordinated 2x300", "discover 2x300", "discover 4x150",
+        "cron 300+700", "cron 300+700",
     ]  # fmt: skip
     assert len({r.label for r in ROWS}) == len(ROWS)
     assert all(r.kind == "shared" for r in ROWS)
     # Without a redis-server, no redis row.
     assert [r.label.split()[0] for r in shared_rows(None)] == ["shared"] * 3 + [
         "uncoordinated",
+        "discover",
+        "discover",
         "cron",
         "cron",
     ]
@@ -72,7 +75,7 @@ def test_every_row_is_10_per_second_gcra_burst_5_without_headers() -> None:
     for r in ROWS[:-2]:
         assert r.total_ids == 600
         assert r.ideal_s() == pytest.approx(59.4)  # within the issue's 30 to 60 s
-        assert r.client == ("--rate", "10/s")
+        assert r.client == ("--rate", "none" if r.label.startswith("discover") else "10/s")
 
 
 def test_each_row_has_its_store_and_state_directories(tmp_path: Path) -> None:
