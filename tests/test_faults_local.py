@@ -380,6 +380,19 @@ def failing_cli(fault: str) -> list[str]:
     return [sys.executable, str(REPO / "tests" / "fulldisk_cli.py"), fault]
 
 
+def assert_stopped_on_the_ledger(
+    done: subprocess.CompletedProcess[bytes], ledger: Path, error: str
+) -> None:
+    """Exit 74, and stderr ends with the one line that names the ledger and the error."""
+    err = done.stderr.decode()
+    assert done.returncode == 74, err[-3000:]
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith(f"orchestrator: error: cannot write ledger {ledger}: ")
+    assert error in lines[-1]
+    assert sum(line.startswith("orchestrator:") for line in lines) == 1
+    assert "Traceback" not in err
+
+
 @pytest.mark.subprocess
 async def test_a_full_disk_exits_74_with_one_line_and_the_summary_holds_the_mappings(
     full_ledger: tuple[Path, list[str]], tmp_path: Path
@@ -398,13 +411,7 @@ async def test_a_full_disk_exits_74_with_one_line_and_the_summary_holds_the_mapp
         ]  # fmt: skip
         with anyio.fail_after(50):
             done = await anyio.run_process(args, cwd=tmp_path, env=env(), check=False)
-        err = done.stderr.decode()
-        assert done.returncode == 74, err[-3000:]
-        lines = err.strip().splitlines()
-        assert lines[-1].startswith(f"orchestrator: error: cannot write ledger {ledger}: ")
-        assert "No space left on device (ENOSPC)" in lines[-1]
-        assert sum(line.startswith("orchestrator:") for line in lines) == 1
-        assert "Traceback" not in err
+        assert_stopped_on_the_ledger(done, ledger, "No space left on device (ENOSPC)")
         summary_json = json.loads((tmp_path / "summary.json").read_text())
         assert summary_json["exit_code"] == 74
         assert summary_json["ledger_error"] == "No space left on device (ENOSPC)"
@@ -458,12 +465,7 @@ async def test_a_failed_fsync_exits_74_with_one_line_and_nothing_resent_by_the_n
         args += ["--summary-json", str(tmp_path / "summary.json")]
         with anyio.fail_after(50):
             done = await anyio.run_process(args, cwd=tmp_path, env=env(), check=False)
-        err = done.stderr.decode()
-        assert done.returncode == 74, err[-3000:]
-        lines = err.strip().splitlines()
-        assert lines[-1].startswith(f"orchestrator: error: cannot write ledger {ledger}: ")
-        assert "Input/output error (EIO)" in lines[-1]
-        assert "Traceback" not in err
+        assert_stopped_on_the_ledger(done, ledger, "Input/output error (EIO)")
         assert json.loads((tmp_path / "summary.json").read_text())["exit_code"] == 74
         first = sent_ids(sim)
         assert 0 < len(first) < len(ids)  # it stopped sending

@@ -427,6 +427,20 @@ async def test_a_learned_limit_that_proves_too_high_is_replaced(tmp_path: Path) 
     assert 0.85 * 10.0 <= limit.per_s <= 10.3
 
 
+def _headerless(limit_per_s: float, **more: object) -> SimConfig:
+    """A GCRA at `limit_per_s`, burst 1, that states its limit in no header and sends no
+    Retry-After: the client has only its 429s to go by."""
+    return SimConfig(
+        accept_any=True,
+        rate=limit_per_s,
+        burst=1,
+        rate_limit_headers="none",
+        retry_after=False,
+        request_log_limit=20_000,
+        **more,  # type: ignore[arg-type]
+    )
+
+
 def _accepted_rate(posts: Sequence[tuple[float, object]], start: float, end: float) -> float:
     return sum(1 for at, status in posts if start <= at < end and status == 202) / (end - start)
 
@@ -438,14 +452,7 @@ async def test_a_learned_limit_that_proves_too_low_is_probed_above_and_raised(
     1/s against a limit raised to 2/s holds 1/s for its first minute (no 429 there: the
     trust), then probes above it, finds the limit and publishes it."""
     limit_per_s = 2.0
-    config = SimConfig(
-        accept_any=True,
-        rate=limit_per_s,
-        burst=1,
-        rate_limit_headers="none",
-        retry_after=False,
-        request_log_limit=10_000,
-    )
+    config = _headerless(limit_per_s)
     clock = FakeClock(autojump=False)
     async with RunningSimulator(config, clock=clock.now) as sim, clock.driven(QUICK):
         key = fingerprint(sim.base_url, sim.config.token)
@@ -476,16 +483,7 @@ async def test_a_limit_learned_beside_another_client_is_left_once_it_stops(
     half of it publishes that half; when the other client stops, the run finds the whole
     limit again, as a run with no store does, and publishes it."""
     limit_per_s, load, stop_s = 4.0, 2.0, 60.0
-    config = SimConfig(
-        accept_any=True,
-        rate=limit_per_s,
-        burst=1,
-        rate_limit_headers="none",
-        retry_after=False,
-        background_load=load,
-        background_stop_s=stop_s,
-        request_log_limit=20_000,
-    )
+    config = _headerless(limit_per_s, background_load=load, background_stop_s=stop_s)
     clock = FakeClock(autojump=False)
     async with RunningSimulator(config, clock=clock.now) as sim, clock.driven(QUICK):
         with capture_logs() as logs:
@@ -516,14 +514,7 @@ async def test_runs_that_learn_together_publish_the_tokens_limit_not_their_share
     gets a share of it, and what is published is the token's limit (the store counts
     every run's requests let through once it met a 429), not one run's share."""
     limit_per_s = 6.0
-    config = SimConfig(
-        accept_any=True,
-        rate=limit_per_s,
-        burst=1,
-        rate_limit_headers="none",
-        retry_after=False,
-        request_log_limit=10_000,
-    )
+    config = _headerless(limit_per_s)
     clock = FakeClock(autojump=False)
     done: dict[str, Outcome] = {}
     async with RunningSimulator(config, clock=clock.now) as sim, clock.driven(QUICK):
