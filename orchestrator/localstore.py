@@ -40,6 +40,8 @@ FILE_NAME: Final = "rate-budget.sqlite3"
 # than any transaction takes, short enough that a wedged store fails the run over to
 # its own budget quickly.
 BUSY_TIMEOUT_S: Final = 2.0
+# Opening a new store that another process is making WAL at that moment: try again after.
+OPEN_RETRY_S: Final = 0.01
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS schedules (
@@ -81,13 +83,21 @@ class LocalStore:
             )
         except (OSError, ValueError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open {self.description}: {_reason(exc)}") from None
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise StoreError(f"cannot use {self.description}: {_reason(exc)}") from None
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(_SCHEMA)
+                break
+            except sqlite3.Error as exc:
+                # Processes that open a new store at the same moment race to make it WAL:
+                # SQLite answers the loser "locked" at once, busy timeout or not.
+                if _busy(exc) and time.monotonic() < deadline:
+                    time.sleep(OPEN_RETRY_S)
+                    continue
+                self._db.close()
+                raise StoreError(f"cannot use {self.description}: {_reason(exc)}") from None
 
     async def reserve(self, stated: float | None, *, counting: bool = False) -> Grant:
         def step(state: Schedule) -> tuple[Schedule, Grant]:
@@ -172,6 +182,11 @@ def _row(state: Schedule) -> Row:
         None if limit is None else limit.how,
         None if limit is None else limit.at,
     )
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock for now."""
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _reason(exc: BaseException) -> str:
