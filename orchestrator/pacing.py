@@ -400,13 +400,13 @@ class Pacer:
         found = self._proven(now)
         if found is None:
             return
-        proven, *span = found
+        proven, first, last = found
         if proven <= self._candidate_proven * (1 + PROVEN_GAIN):
             return
         if self._candidate_proven >= candidate:
             return  # already published at the candidate: more proof says nothing new
         assert self.shared is not None
-        if self.shared.note_limit(min(candidate, proven), "learned", span=(span[0], span[1])):
+        if self.shared.note_limit(min(candidate, proven), "learned", span=(first, last)):
             self._candidate_proven = proven
             log.debug(
                 "rate.learned", candidate_per_s=_rounded(candidate), proven_per_s=_rounded(proven)

@@ -46,10 +46,8 @@ Op = Callable[[RateStore], Awaitable[T]]
 
 # With no limit known, look for one published by another process this often.
 PEEK_S: Final = 10.0
-# This process's share of the schedule's slots is measured over about this long, or
-# over the span that proved a rate learned, within the last HISTORY_S (as long as
-# pacing.PROVEN_WINDOW_S).
-MEASURE_S: Final = 5.0
+# This process's share of the token's requests is measured over the span that proved a
+# rate it learned, within the last HISTORY_S (as long as pacing.PROVEN_WINDOW_S).
 HISTORY_S: Final = 60.0
 # A learned limit is shared this much under where this process settled: the rate it
 # settled at was clean, but a schedule run at exactly a strict limiter's rate meets
@@ -130,7 +128,7 @@ class SharedSchedule:
         if how == "learned":
             # Each figure a run publishes is a lower bound the limiter proved: a higher
             # one (a probe found the limit raised, or freed) replaces a lower one.
-            measured = self._measured(per_s, span)
+            measured = None if span is None else self._measured(per_s, span)
             if measured is None:
                 return False
             per_s = measured * (1 - LEARNED_MARGIN)
@@ -189,18 +187,14 @@ class SharedSchedule:
         while len(self._slots) > 2 and now - self._slots[1][0] >= HISTORY_S:
             self._slots.popleft()
 
-    def _measured(self, settled: float, span: tuple[float, float] | None) -> float | None:
+    def _measured(self, settled: float, span: tuple[float, float]) -> float | None:
         """The token's limit from the rate this process settled at: that rate times the
-        requests every process had counted for each one of ours lately (slots taken, or
-        while no limit is known, answers let through). Alone, the rate itself. None
+        requests every process had counted for each one of ours over `span` (slots
+        taken, or while no limit is known, answers let through). Alone, the rate itself. None
         before MIN_SAMPLE of ours are counted: one process's share is no token's limit.
         (A ratio of counts, not slots per second: pauses and idle spells don't dilute it.)"""
-        slots = list(self._slots)
-        if span is not None:  # the share over the span that proved the rate
-            start, end = span
-            slots = [slot for slot in slots if start <= slot[0] <= end]
-        else:
-            slots = [slot for slot in slots if slot[0] >= self._now() - MEASURE_S]
+        start, end = span
+        slots = [slot for slot in self._slots if start <= slot[0] <= end]
         if len(slots) < 2:
             return None
         (_, all_then, ours_then), (_, all_now, ours_now) = slots[0], slots[-1]
