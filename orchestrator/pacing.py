@@ -220,6 +220,7 @@ class Pacer:
         self.circuit = Circuit(circuit_threshold, clock)
         self.shared = shared
         self._shared_per_s: float | None = None  # the shared limit the rate was told of
+        self._shared_stated = False  # ... as a ceiling (a --rate's, or the server's)
         self._throttled = 0  # 429s since the last limit this process learned
         self._candidate: float | None = None  # a limit learned, to publish ...
         self._candidate_from = 0  # ... once the seconds from this one on confirm it
@@ -477,9 +478,18 @@ class Pacer:
         """The shared schedule's limit is a ceiling for this process's rate too: learned
         or stated by another, it saves rediscovering it."""
         shared = self.shared
-        if shared is None or shared.limit is None or shared.limit.per_s == self._shared_per_s:
+        if shared is None:
             return
-        self._shared_per_s = shared.limit.per_s
+        if shared.limit is None:
+            if self._shared_per_s is not None and self._shared_stated:
+                self.rate.forget_limit()  # another process's --rate, lapsed with it
+            self._shared_per_s, self._shared_stated = None, False
+            return
+        if shared.limit.per_s == self._shared_per_s:
+            return
+        if self._shared_stated:
+            self.rate.forget_limit()  # replaced by what the schedule runs at now
+        self._shared_per_s, self._shared_stated = shared.limit.per_s, False
         if shared.limit.per_s != shared.published:
             # Not what this process learned itself: its own rate knows that better
             # (the schedule shares it a little under). A learned limit is a lower bound
@@ -489,6 +499,7 @@ class Pacer:
                 self.rate.trust(shared.limit.per_s, now, TRUST_S)
             else:
                 self.rate.learn_limit(shared.limit.per_s, now, reason="shared")
+                self._shared_stated = True
             self._follow()
         log.info(
             "rate.shared",

@@ -174,6 +174,14 @@ class AdaptiveRate:
             self._set(cap, Phase.TRY, now)
         return RateChange(old, self.rate, reason) if self.rate != old else None
 
+    def forget_limit(self) -> None:
+        """The limit stated through the token's shared schedule lapsed (the process that
+        stated it stopped): this process's own ceiling bounds it again, and a hold at
+        the old limit probes above it in time."""
+        old, self._stated = self._stated, None
+        if old is not None and self.hi == old:
+            self.hi = self._ceiling
+
     def trust(self, per_second: float, now: float, trust_s: float) -> RateChange | None:
         """A limit that a run learned and shared: a lower bound that 429s proved, not a
         ceiling. Hold at it (under a stated ceiling, at most that), and probe above it

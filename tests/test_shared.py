@@ -534,3 +534,29 @@ async def test_runs_that_learn_together_publish_the_tokens_limit_not_their_share
     assert published
     assert min(published) >= 0.8 * limit_per_s
     assert max(published) <= 1.03 * limit_per_s
+
+
+async def test_another_processs_rate_caps_this_one_only_while_it_is_stated(
+    tmp_path: Path,
+) -> None:
+    """`select` (at its default 60/min) then `rerun --rate none`: the select's rate holds
+    the rerun while it is stated, and lapses 30 s after; from then the rerun's own rate
+    is free to find the limit. (It had held the rerun at 1/s to its end.)"""
+    clock = FakeClock()
+    other = LocalStore(tmp_path, "key", now=clock.now, wall=clock.now)
+    await other.reserve(1.0)  # the select's last slot at --rate 1/s
+    store = LocalStore(tmp_path, "key", now=clock.now, wall=clock.now)
+    shared = SharedSchedule(store, "key", None, clock.now)
+    await shared.start()
+    pacer = Pacer(None, clock, shared=shared)
+    assert pacer.rate.cap == 1.0
+    start = clock.now()
+    for _ in range(2_000):  # bounded: once unlimited, a turn takes no time at all
+        sent_at = await pacer.turn()
+        pacer.observe(Answer(), sent_at=sent_at)
+        if clock.now() > start + 120.0:
+            break
+    assert pacer.rate.cap is None
+    assert pacer.rate.rate is None or pacer.rate.rate > 4.0
+    await other.close()
+    await shared.close()
