@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -161,6 +162,8 @@ def run_client(
     argv = [sys.executable, "-m", "orchestrator", "rerun", str(ids), "--base-url", base_url]
     argv += ["--ledger", str(work / f"ledger-{name}.jsonl"), "--rate-store", row.store]
     argv += ["--summary-json", str(summary_path(work, name)), *row.client]
+    if os.environ.get("BENCH_CLIENT_DEBUG"):  # a row's every pacing decision, for study
+        argv += ["--log-level", "debug"]
     with (work / f"client-{name}.stderr").open("wb") as err:
         return run_measured(
             argv,
@@ -313,18 +316,25 @@ def run_rows(
 ) -> list[T | RowError]:
     """Every row, through `run` (`run_row`, or another section's), `parallel` fast ones
     and `SLOW_PER_FAST` times as many slow ones at once, the longest first in each pool so
-    the pools end together; the results in the order of `rows`."""
+    the pools end together; the rows that must run `alone` go first, one at a time, with
+    nothing beside them (the slow rows' start-ups load the machine most). The results in
+    the order of `rows`."""
     runner = Runner(START_SPACING_S)
     results: dict[int, T | RowError] = {}
     fast = concurrent.futures.ThreadPoolExecutor(parallel)
     slow = concurrent.futures.ThreadPoolExecutor(parallel * SLOW_PER_FAST)
     try:
         ordered = sorted(enumerate(rows), key=lambda item: -item[1].timeout_s)
+        for n, row in ordered:
+            if row.alone:
+                results[n] = _run_or_error(run, row, work / f"row-{n:02d}", runner)
+                on_result(results[n])
         futures = {
             (slow if row.slow else fast).submit(
                 _run_or_error, run, row, work / f"row-{n:02d}", runner
             ): n
             for n, row in ordered
+            if not row.alone
         }
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
@@ -455,7 +465,11 @@ def section(report: Report, work: Path, rows: Sequence[Row], parallel: int) -> N
         )
 
     started = time.monotonic()
-    progress(f"ratelimit: {len(rows)} rows, {parallel} at 10 r/s or more at once")
+    alone = sum(row.alone for row in rows)
+    progress(
+        f"ratelimit: {len(rows)} rows, {parallel} at 10 r/s or more at once"
+        f" ({alone} with no burst first, each alone)"
+    )
     with CpuSampler().running() as cpu:
         results = run_rows(rows, work / "ratelimit", parallel, tell, run_row)
     add_blocks(report, results, cpu, time.monotonic() - started)

@@ -127,6 +127,15 @@ class Row:
         """A long row that loads the machine little (a few requests a second)."""
         return self.limit < 10
 
+    @property
+    def alone(self) -> bool:
+        """A row at 10 r/s or more against a limiter with no burst, run with no other such
+        row beside it: that limiter refuses a request that arrives a fraction of a
+        millisecond early, so it measures the machine's timing as much as the client,
+        and six clients and six simulators on two cores delay arrivals by up to 4 ms
+        (what a lone client meets is network jitter, which the simulator does not add)."""
+        return self.shape.at_once == 1 and not self.slow and self.procs == 1
+
     def ideal_s(self, done: int | None = None) -> float:
         """The shortest span in which the server could have let `done` IDs through (all of
         them by default): the first burst at once, then the limit; with background load,

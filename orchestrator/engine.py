@@ -22,7 +22,6 @@ import os
 import random
 import signal
 import sys
-from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -57,7 +56,7 @@ from .ledger import (
 )
 from .ledger import Failed as FailedRecord
 from .ledger import Rejected as RejectedRecord
-from .pacing import Backoff, Clock, OutageError, Pacer, RealClock, log_pacing
+from .pacing import Backoff, Clock, OutageError, Pacer, RealClock, SendTimer, log_pacing
 from .report import Estimate, RunResult, Snapshot, StopReason, Tally, effective_rate, exit_code
 from .settings import ConfigError, RerunSettings
 from .sharedrate import SharedSchedule, open_shared, peek_limit
@@ -70,8 +69,6 @@ log = structlog.get_logger("orchestrator")
 # 429s an ID may meet before it fails as rate_limited: they are pacing, so they do not
 # count against --max-attempts, but the loop stays bounded.
 MAX_THROTTLES = 50
-# A paced request leaves at most this long after its slot (see _send_on_time).
-MAX_SEND_LAG_S = 0.05
 # Signals that drain the run: no new request, those in flight finish. SIGHUP is a dropped
 # terminal or SSH session.
 _STOP_SIGNALS = {
@@ -162,7 +159,7 @@ class Rerun:
         self._input_error: str | None = None
         self._ledger_error: str | None = None
         self._in_flight: set[str] = set()
-        self._write_lags: deque[float] = deque(maxlen=32)  # slot to durable dispatched, s
+        self._send_timer = SendTimer()
         self._pending = 0  # IDs handed to the workers and not yet settled
         self._input_done = False
         self._sending = False
@@ -568,16 +565,12 @@ class Rerun:
         )
 
     async def _send_on_time(self, slot: float) -> None:
-        """Leave a fixed lag after the slot: the ledger's durable write between the two
-        takes from under a millisecond to tens of them, and a strict limiter (nginx
-        limit_req, no burst) refuses a request that comes even a little early. The lag
-        is the slowest of the recent writes, so the server sees the spacing the pacer
-        chose, and only the answer comes that much later."""
-        now = self._clock.now()
-        self._write_lags.append(now - slot)
-        lag = min(MAX_SEND_LAG_S, max(self._write_lags))
-        if slot + lag > now:
-            await self._clock.sleep(slot + lag - now)
+        """Leave when `SendTimer` says: the server sees the spacing the pacer chose."""
+        timer = self._send_timer
+        at = slot + timer.lag(slot, self._clock.now())
+        while (due := timer.due(at, self._pacer.min_gap())) > self._clock.now():
+            await self._clock.sleep_until(due)
+        timer.left(self._clock.now())
 
     async def _turn(self) -> float | None:
         """Wait for the pacer; when the request may leave, or None if a stop came first."""

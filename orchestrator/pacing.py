@@ -16,6 +16,7 @@ from email.utils import parsedate_to_datetime
 from typing import Final, Protocol
 
 import anyio
+import anyio.lowlevel
 import structlog
 
 from .ratecontrol import AdaptiveRate, Phase, RateChange, proven_span
@@ -48,10 +49,11 @@ PROVEN_GAIN: Final = 0.01
 # a longer Retry-After, a 503's, or a 429 while an unknown limit is looked for from above
 # pauses every worker (and every process on the token): see Pacer._pauses_all.
 LONE_RETRY_AFTER_S: Final = 1.0
-# ... and only while 429s are rare: at most this many among the last LONE_ANSWERS answers
-# (timing at a strict limiter). More say another client shares the limit, and a pause of
-# everyone is how uncoordinated clients make room for each other.
-LONE_MOST: Final = 2
+# ... and only while 429s are rare: fewer than this many among the last LONE_ANSWERS
+# answers (timing at a strict limiter, which a busy machine bunches: 4 in 50 were seen
+# at a hair under a stated limit). More say another client shares the limit, and a pause
+# of everyone is how uncoordinated clients make room for each other.
+LONE_MOST: Final = 6
 LONE_ANSWERS: Final = 50
 # A limit that an earlier run learned holds this long before the rate probes above it:
 # the next cron run's first minute goes at a limit already proven, with no 429.
@@ -59,6 +61,20 @@ TRUST_S: Final = 60.0
 
 # Digits of a delta-seconds Retry-After read as a number; more is past any cap.
 _DIGITS: Final = 12
+
+# The last stretch of a precise sleep, given to other tasks a turn at a time rather than
+# to a timer: a little over epoll's millisecond.
+SPIN_S: Final = 0.0012
+
+# A paced request leaves a lag after its slot: the slowest of the last SEND_LAGS durable
+# writes, at most MAX_SEND_LAG_S; and at least Pacer.min_gap after the one before it
+# (see SendTimer).
+SEND_LAGS: Final = 32
+MAX_SEND_LAG_S: Final = 0.05
+SEND_SLACK: Final = 0.05
+# ... and a stated limit's interval this much longer: half the hair its rate is held under
+# after a 429 (ratecontrol.AdaptiveRate.HAIR), the other half left for catching up.
+CAP_MARGIN: Final = 0.015
 
 # How late a sleep may wake (epoll rounds timeouts up to the millisecond) and still be
 # taken as on time by the bucket.
@@ -72,6 +88,10 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    async def sleep_until(self, deadline: float) -> None:
+        """Return at `deadline` as `now()` reads it, as nearly as the clock can."""
+        ...
+
 
 class RealClock:
     """The event loop's clock."""
@@ -82,6 +102,15 @@ class RealClock:
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))
+
+    async def sleep_until(self, deadline: float) -> None:
+        # The loop's timers wake up to a millisecond late (epoll counts whole ones), and
+        # a limiter with no burst refuses a request that comes a fraction of one early
+        # after a late one: sleep to just short of the deadline, then yield until it.
+        if (left := deadline - time.monotonic()) > SPIN_S:
+            await anyio.sleep(left - SPIN_S)
+        while time.monotonic() < deadline:
+            await anyio.lowlevel.checkpoint()
 
 
 class TokenBucket:
@@ -151,6 +180,34 @@ class TokenBucket:
                 if slot <= now or self._interval == 0:
                     return self.take(now)
                 await self._clock.sleep(slot - now)
+
+
+class SendTimer:
+    """When a paced request leaves, once its `dispatched` record is durable.
+
+    The write between a request's slot and its sending takes from under a millisecond to
+    tens of them, and a strict limiter (nginx `limit_req` with no burst) refuses a request
+    that comes even a little early. So a request leaves a fixed lag after its slot, the
+    slowest of the recent writes, and only its answer comes that much later. And not
+    sooner after the request before it than `Pacer.min_gap`: one that left late (the
+    machine busy a moment) moves the next ones, which the slots then catch up, rather
+    than two reaching the server close together and the second refused."""
+
+    def __init__(self) -> None:
+        self._lags: deque[float] = deque(maxlen=SEND_LAGS)  # slot to durable record, s
+        self._last = -math.inf  # when the last paced request left
+
+    def lag(self, slot: float, now: float) -> float:
+        """This request's durable write ended `now`: the lag every request keeps."""
+        self._lags.append(now - slot)
+        return min(MAX_SEND_LAG_S, max(self._lags))
+
+    def due(self, at: float, gap: float) -> float:
+        """When a request meant to leave `at` may leave, `gap` after the one before."""
+        return max(at, self._last + gap)
+
+    def left(self, now: float) -> None:
+        self._last = max(self._last, now)
 
 
 class Pause:
@@ -290,6 +347,18 @@ class Pacer:
             return False
         self._unreserved -= 1.0
         return True
+
+    def min_gap(self) -> float:
+        """The least time between two requests' leaving: nearly the rate's own interval
+        (SEND_SLACK short, so that slots left late are caught up), and never less than a
+        stated limit's with a margin (CAP_MARGIN), as far as the rate's own interval
+        allows: a strict limiter holds that limit to the letter, and the way to it adds
+        jitter."""
+        rate, cap = self.bucket.per_second, self.rate.cap
+        if rate is None:
+            return 0.0
+        gap = (1 - SEND_SLACK) / rate
+        return gap if cap is None else max(gap, min(1 / rate, (1 + CAP_MARGIN) / cap))
 
     def open(self) -> bool:
         """True when a request may leave this instant, with no wait at all: the fast path

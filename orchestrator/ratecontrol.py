@@ -95,6 +95,8 @@ class AdaptiveRate:
     FELL: Final = 0.10  # a held window with more than this share of 429s ...
     FELL_THROTTLES: Final = 3  # ... and at least this many: the limit fell
     HAIR: Final = 0.03  # under a stated limit that met a 429, first
+    JITTER: Final = 0.05  # a hold a hair under a stated limit takes this share as timing
+    JITTER_ANSWERS: Final = 200  # ... over at least this many answers
     PROVEN: Final = 0.9  # of the last second's goodput: no cut goes below it
     HOLDOFF_CAP_S: Final = 5.0
     FLOOR_SHARE: Final = 1 / 20  # never below this share of the best second of a minute
@@ -243,16 +245,29 @@ class AdaptiveRate:
                 self._narrow(self._window_rate)
                 self._set(self._descend(self._cut(), now), Phase.DESCEND, now)
             case Phase.TRY:
-                self._try_failed(now)
+                if self._try_failed(now):
+                    return RateChange(old, self.rate, "throttled", settled=True)
             case Phase.RECOVER:
                 self._misses += 1
                 if self._misses < self.DROP_THROTTLES:
                     self._start_window(now)  # the limiter is still refilling: wait on
                     return None
                 self._fell(now)
-            case Phase.HOLD if retry_after and self.lo is not None:
-                # Each such 429 stops every request for a while: hold a little under, or
-                # under what this window got through, when it is long enough to say.
+            case Phase.HOLD if self._at_cap() and not self._haired:
+                # Held at a stated limit, clean until now: a 429 there is timing (see
+                # `_try_failed`), and the rate holds a hair under it from now on.
+                cap = self.cap
+                assert cap is not None
+                self._haired = True
+                self.hi, self.lo = cap, cap * (1 - self.HAIR)
+                self._hold(self.lo, now)
+                return RateChange(old, self.rate, "throttled", settled=True)
+            case Phase.HOLD if (
+                retry_after and self.lo is not None and not self._at_hair() and not self._first()
+            ):
+                # A second such 429 in a hold: hold a little under, or under what this
+                # window got through, when it is long enough to say. (The first, alone,
+                # holds only its own request: timing, judged with the window.)
                 trimmed = self.lo * (1 - self.COSTLY_TRIM)
                 span = now - self._window_start - self._paused_s
                 if span >= self.WINDOW_S:
@@ -272,20 +287,46 @@ class AdaptiveRate:
             return None
         return RateChange(old, self.rate, "fell" if self.phase is Phase.DESCEND else "throttled")
 
-    def _try_failed(self, now: float) -> None:
+    def _try_failed(self, now: float) -> bool:
+        """A try met a 429; True when that settles the rate (a hair under a stated one)."""
         self._narrow(self._window_rate)
         self._growth = 0  # a step up failed: the next starts small again
         if self.lo is not None:
             self._misses = 0
             self._set(self.lo, Phase.RECOVER, now)
         elif self._window_rate == self.cap and not self._haired:
-            # A stated limit met a 429: most likely timing noise at a strict limiter, or a
-            # little of it taken by another client. A hair under it first, before looking
-            # further down.
+            # A stated limit met a 429: most likely timing noise at a strict limiter (one
+            # with no burst refuses a request that a timer woke a millisecond late, or that
+            # the network bunched), or a little of it taken by another client. Hold a hair
+            # under it, where such 429s are retried in the next slot and cut nothing; more
+            # of them than timing makes (`_judge_hold`) mean another client.
             self._haired = True
-            self._set(self._window_rate * (1 - self.HAIR), Phase.DESCEND, now)
+            self.lo = self._window_rate * (1 - self.HAIR)
+            return self._hold(self.lo, now)
         else:
             self._set(self._descend(self._cut(), now), Phase.DESCEND, now)
+        return False
+
+    def _first(self) -> bool:
+        """Whether the 429 just met is the first of this hold, after an answer let through."""
+        return self._streak == 1 and self._held_throttled + self._throttled == 1
+
+    def _at_cap(self) -> bool:
+        cap, lo = self.cap, self.lo
+        return cap is not None and lo is not None and lo >= cap
+
+    def _at_hair(self) -> bool:
+        """Whether this is a hold a hair under a stated limit, where a 429 is timing (two
+        in a row, when a busy moment bunched the requests), which no cut would cure;
+        their share over the hold tells another client (`_judge_hold`)."""
+        cap, lo = self.cap, self.lo
+        return (
+            self._haired
+            and self.phase is Phase.HOLD
+            and cap is not None
+            and lo is not None
+            and lo >= cap * (1 - self.HAIR) * (1 - 1e-9)
+        )
 
     def _on_window_end(self, now: float) -> RateChange | None:
         old = self.rate
@@ -315,7 +356,10 @@ class AdaptiveRate:
     def _judge_hold(self, now: float) -> RateChange | None:
         old, lo = self.rate, self.lo
         assert lo is not None
-        if self._throttled >= self.FELL_THROTTLES and self._throttled > self.FELL * self._answers:
+        # (A hair under a stated limit, a busy moment bunches timing 429s: only as many
+        # as another client's share makes say the limit fell.)
+        fell = self.DROP_SHARE if self._at_hair() else self.FELL
+        if self._throttled >= self.FELL_THROTTLES and self._throttled > fell * self._answers:
             self._fell(now)
             return RateChange(old, self.rate, "fell")
         # A lone 429 is timing noise; more than noise, over the whole hold, is an
@@ -323,7 +367,12 @@ class AdaptiveRate:
         self._held_answers += self._answers
         self._held_throttled += self._throttled
         share = self._held_throttled / self._held_answers
-        if self._held_throttled > 1 and share > self.NOISE:
+        # A hair under a stated limit, 429s are timing, which comes in bunches (the first
+        # answers on new connections, a busy moment): judged over JITTER_ANSWERS at least.
+        hair = self._at_hair()
+        noise = self.JITTER if hair else self.NOISE
+        enough = not hair or self._held_answers >= self.JITTER_ANSWERS
+        if self._held_throttled > 1 and share > noise and enough:
             self.hi, self.lo = lo, lo * (1 - max(share, self.TRIM))
             self._hold(self.lo, now)
             return RateChange(old, self.rate, "trim")
@@ -332,6 +381,7 @@ class AdaptiveRate:
         if (
             self._held < self._hold_windows
             or (cap is not None and lo >= cap)
+            or self._at_hair()  # the limit is stated: nothing above it to find
             or now < self._probe_not_before
         ):
             self._start_window(now)

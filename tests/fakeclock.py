@@ -71,6 +71,9 @@ class FakeClock:
             self._sleepers.remove(entry)
             self._notify()
 
+    async def sleep_until(self, deadline: float) -> None:
+        await self.sleep(deadline - self._now)
+
     def advance(self, seconds: float) -> None:
         if seconds < 0:
             raise ValueError("a monotonic clock does not go back")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.pacing import Answer, Circuit, Pacer, RateHint
+from orchestrator.pacing import LONE_MOST, Answer, Circuit, Pacer, RateHint
 from orchestrator.ratecontrol import AdaptiveRate, Phase, proven_rate
 from orchestrator.simulator.limiters import (
     GCRA,
@@ -105,11 +105,48 @@ def test_a_clean_window_proves_its_rate_and_the_bracket_is_bisected_in_ratio() -
     assert rate.rate == pytest.approx(math.sqrt(low * 100.0))
 
 
-def test_a_stated_limit_that_meets_a_429_steps_a_hair_under_it_first() -> None:
+def _at_the_hair(*, retry_after: bool) -> AdaptiveRate:
     rate = AdaptiveRate(ceiling=50.0, now=0.0)
-    rate.observe(0.05, 0.02, throttled=True)
+    seen = rate.observe(0.05, 0.02, throttled=True, retry_after=retry_after)
+    assert seen.change is not None
+    assert seen.change.settled
     assert rate.rate == pytest.approx(50.0 * (1 - AdaptiveRate.HAIR))
-    rate.observe(0.2, 0.1, throttled=True)  # and again: now it looks further down
+    return rate
+
+
+@pytest.mark.parametrize("retry_after", [False, True])
+def test_a_stated_limit_holds_a_hair_under_it_through_timing_429s(retry_after: bool) -> None:
+    # A limiter with no burst refuses a request that a timer woke a millisecond late: a
+    # lone 429 now and then, at any rate near the limit. Retried in the next slot, it
+    # costs one slot; a cut would cost minutes of a slower rate, and a probe a 429.
+    rate = _at_the_hair(retry_after=retry_after)
+    hair = rate.rate
+    assert hair is not None
+    at = 0.05
+    for n in range(1, 1201):  # 24 s at the hair, two 429s in a row in every 200 answers
+        at += 1 / hair
+        rate.observe(at, at - 0.01, throttled=n % 200 in (0, 1), retry_after=retry_after)
+        assert rate.rate == hair
+    assert rate.phase is Phase.HOLD
+
+
+def test_a_stated_limit_held_clean_steps_a_hair_under_it_at_its_first_429() -> None:
+    rate = AdaptiveRate(ceiling=50.0, now=0.0)
+    end = _window(rate, 0.0, every=0.02, answers=60)
+    assert (rate.phase, rate.rate) == (Phase.HOLD, 50.0)
+    seen = rate.observe(end + 0.02, end + 0.01, throttled=True, retry_after=True)
+    assert seen.change is not None
+    assert seen.change.settled
+    assert rate.rate == pytest.approx(50.0 * (1 - AdaptiveRate.HAIR))
+    assert rate.phase is Phase.HOLD
+
+
+def test_a_stated_limit_that_another_client_shares_is_left_for_its_share() -> None:
+    rate = _at_the_hair(retry_after=False)
+    at = 0.05
+    for n in range(100):  # every other request refused: half the limit is taken
+        at += 0.02
+        rate.observe(at, at - 0.01, throttled=n % 2 == 0)
     assert rate.rate is not None
     assert rate.rate < 50.0 * (1 - AdaptiveRate.HAIR) * 0.95
 
@@ -413,14 +450,14 @@ def test_a_lone_429s_one_second_retry_after_holds_only_its_request() -> None:
     assert (again.paused, again.wait_s, pacer.pause.remaining) == (True, 0.0, 1.0)
 
 
-def test_under_a_stated_ceiling_a_lone_429_holds_one_request_even_in_a_descent() -> None:
-    """A stated rate that meets a 429 steps a hair under it (a descent): a 429 there is
-    timing at a strict limiter, not a spent one, so it pauses nothing else."""
+def test_under_a_stated_ceiling_a_lone_429_at_the_hair_holds_one_request() -> None:
+    """A stated rate that meets a 429 holds a hair under it: a 429 there is timing at a
+    strict limiter, not a spent one, so it pauses nothing else."""
     clock = FakeClock()
     pacer = Pacer(50.0, clock)
     pacer.observe(Answer())
     pacer.observe(THROTTLED)  # no Retry-After: the stated rate steps a hair under
-    assert pacer.rate.phase is Phase.DESCEND
+    assert pacer.rate.phase is Phase.HOLD
     pacer.observe(Answer())
     events = pacer.observe(THROTTLED, retry_after=1.0)
     assert (events.paused, events.wait_s, pacer.pause.remaining) == (False, 1.0, 0.0)
@@ -433,10 +470,10 @@ def test_429s_that_are_not_rare_pause_every_request_even_lone() -> None:
     clock = FakeClock()
     pacer = Pacer(50.0, clock)
     held = []
-    for _ in range(3):
+    for _ in range(LONE_MOST + 1):
         pacer.observe(Answer())
         held.append(pacer.observe(THROTTLED, retry_after=1.0).wait_s)
-    assert held == [1.0, 1.0, 0.0]
+    assert held == [1.0] * LONE_MOST + [0.0]
     assert pacer.pause.remaining == 1.0
 
 
@@ -556,3 +593,15 @@ def test_proven_rate_never_claims_more_than_a_token_bucket_allows(
     # A window limiter may let a whole window's worth through on each side of a span.
     slack = 0.0 if limiter == "gcra" else (math.ceil(rate) + 1) / 10.0
     assert proven <= rate + slack + 1e-9
+
+
+def test_a_held_rate_steps_down_at_the_second_429_with_retry_after_not_the_first() -> None:
+    """A lone 429's short Retry-After holds only its own request, so the first in a hold
+    is timing, judged with the window; a second says the hold is over the limit."""
+    rate = _held(lo=50.0)
+    rate.observe(0.1, 0.09, throttled=False)
+    rate.observe(0.12, 0.11, throttled=True, retry_after=True)
+    assert rate.rate == 50.0
+    rate.observe(0.14, 0.13, throttled=False)
+    rate.observe(0.16, 0.15, throttled=True, retry_after=True)
+    assert rate.rate == pytest.approx(50.0 * (1 - AdaptiveRate.COSTLY_TRIM))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks.ratelimit import CpuSampler
+from benchmarks.ratelimit import CpuSampler, run_rows
 from benchmarks.ratematrix import (
     Outcome,
     Row,
@@ -177,3 +179,33 @@ def test_cpu_peak_is_the_busiest_stretch_and_when_it_began() -> None:
     assert sampler.peak() == (pytest.approx(0.9), 10)
     assert sampler.mean == pytest.approx((1.0 + 4.5 + 0.6) / 18)
     assert CpuSampler().peak() == (0.0, 0)
+
+
+def test_rows_with_no_burst_at_10_per_s_or_more_run_alone_and_first(tmp_path: Path) -> None:
+    """A limiter with no burst measures the machine's timing: no other row runs beside
+    such a row, and they come first."""
+    alone = [r for r in ROWS if r.alone]
+    assert {r.label for r in alone} == {
+        r.label for r in pick(ROWS, ["gcra-b0 50/s"]) if r.kind in ("unknown", "known")
+    }
+    rows = [*alone[:2], *pick(ROWS, ["^unknown gcra-b10 50/s", "^unknown gcra-b10 2/s"])]
+    lock = threading.Lock()
+    running: list[Row] = []
+    seen_beside: list[list[str]] = []
+    order: list[str] = []
+
+    def run(one: Row, work: Path, runner: object) -> str:
+        with lock:
+            order.append(one.label)
+            running.append(one)
+            seen_beside.append([r.label for r in running if r is not one])
+        with lock:
+            running.remove(one)
+        return one.label
+
+    results = run_rows(rows, tmp_path, 4, lambda result: None, run)
+    assert results == [r.label for r in rows]
+    assert order[:2] == [r.label for r in alone[:2]]
+    for label, beside in zip(order, seen_beside, strict=True):
+        if label in {r.label for r in alone}:
+            assert beside == []

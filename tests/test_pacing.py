@@ -11,7 +11,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.pacing import MAX_RETRY_AFTER_S, Backoff, Pause, TokenBucket, parse_retry_after
+from orchestrator.pacing import (
+    CAP_MARGIN,
+    MAX_RETRY_AFTER_S,
+    MAX_SEND_LAG_S,
+    SEND_SLACK,
+    Backoff,
+    Pacer,
+    Pause,
+    RealClock,
+    SendTimer,
+    TokenBucket,
+    parse_retry_after,
+)
 from orchestrator.rates import format_rate, parse_rate
 from tests.fakeclock import FakeClock
 
@@ -135,3 +147,49 @@ NOW = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 )
 def test_retry_after_reads_both_forms_and_clamps(header: str | None, seconds: float | None) -> None:
     assert parse_retry_after(header, NOW) == seconds
+
+
+def test_a_request_leaves_a_steady_lag_after_its_slot() -> None:
+    timer = SendTimer()
+    assert timer.lag(10.0, 10.004) == pytest.approx(0.004)
+    assert timer.lag(10.02, 10.021) == pytest.approx(0.004)  # the slowest recent write
+    assert timer.lag(10.04, 10.04 + 1.0) == MAX_SEND_LAG_S  # never more than this
+
+
+def test_a_request_never_leaves_sooner_than_the_gap_after_a_late_one() -> None:
+    """At a stated 50/s held 3% under, a strict limiter wants 20 ms between arrivals:
+    one that left 3 ms late moves the next ones (due on the grid), and the slots, 20.6 ms
+    apart, catch the grid up."""
+    timer = SendTimer()
+    timer.left(10.003)  # due at 10.000, the machine busy a moment
+    left = [10.003]
+    for n in range(1, 12):
+        left.append(timer.due(10.0 + n / 48.5, 1 / 50.0))
+        timer.left(left[-1])
+    gaps = [b - a for a, b in itertools.pairwise(left)]
+    assert min(gaps) == pytest.approx(0.02)
+    assert left[-1] == pytest.approx(10.0 + 11 / 48.5)  # back on the grid
+
+
+def test_the_least_gap_is_nearly_the_rates_interval_and_never_under_a_stated_limits() -> None:
+    pacer = Pacer(None, FakeClock())
+    pacer.bucket.set_rate(40.0)
+    pacer.rate.rate = 40.0
+    assert pacer.min_gap() == pytest.approx((1 - SEND_SLACK) / 40.0)
+    stated = Pacer(50.0, FakeClock())
+    stated.bucket.set_rate(48.5)  # a hair under the stated limit
+    assert stated.min_gap() == pytest.approx((1 + CAP_MARGIN) / 50.0)
+    stated.bucket.set_rate(50.0)  # at it: its interval, no more
+    assert stated.min_gap() == pytest.approx(1 / 50.0)
+    stated.bucket.set_rate(20.0)  # far under it: the rate's own
+    assert stated.min_gap() == pytest.approx((1 - SEND_SLACK) / 20.0)
+    pacer.bucket.set_rate(None)  # the ramp past any limit: nothing to space
+    assert pacer.min_gap() == 0.0
+
+
+async def test_a_precise_sleep_never_wakes_before_its_deadline() -> None:
+    clock = RealClock()
+    for ahead in (0.0, 0.0005, 0.003):
+        deadline = clock.now() + ahead
+        await clock.sleep_until(deadline)
+        assert clock.now() >= deadline
