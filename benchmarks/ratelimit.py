@@ -422,7 +422,9 @@ def add_blocks(
         report.add(title, header, [[cells(r).get(h, "") for h in header] for r in mine])
     for text in (
         "ideal s: (IDs - what the limiter lets through at once from idle) / limit; with"
-        " background load, the limit less the load until it stops.",
+        " background load, the limit less the load until it stops; for a sliding counter,"
+        " the span of a client that sends only what it lets through (it lets through less"
+        " than its limit).",
         "span s: first to last rerun request as the simulator saw them (>: cut at the row's"
         " timeout); efficiency: the ideal for the IDs accepted / span.",
         "429s: of the clients' rerun requests; succeeded: distinct IDs the simulator"

@@ -253,39 +253,41 @@ class AdaptiveRate:
                     self._start_window(now)  # the limiter is still refilling: wait on
                     return None
                 self._fell(now)
-            case Phase.HOLD if self._at_cap() and not self._haired:
-                # Held at a stated limit, clean until now: a 429 there is timing (see
-                # `_try_failed`), and the rate holds a hair under it from now on.
-                cap = self.cap
-                assert cap is not None
-                self._haired = True
-                self.hi, self.lo = cap, cap * (1 - self.HAIR)
-                self._hold(self.lo, now)
-                return RateChange(old, self.rate, "throttled", settled=True)
-            case Phase.HOLD if (
-                retry_after and self.lo is not None and not self._at_hair() and not self._first()
-            ):
-                # A second such 429 in a hold: hold a little under, or under what this
-                # window got through, when it is long enough to say. (The first, alone,
-                # holds only its own request: timing, judged with the window.)
-                trimmed = self.lo * (1 - self.COSTLY_TRIM)
-                span = now - self._window_start - self._paused_s
-                if span >= self.WINDOW_S:
-                    through = (self._answers - self._throttled) / span
-                    trimmed = min(trimmed, max(through * (1 - self.COSTLY_TRIM), self.lo / 2))
-                self.hi, self.lo = self.lo, trimmed
-                self._hold(self.lo, now)
-                return RateChange(old, self.rate, "trim")
             case Phase.HOLD:
-                if (
-                    self._throttled < self.DROP_THROTTLES
-                    or self._throttled < self.DROP_SHARE * self._answers
-                ):
-                    return None  # judged when the window ends: timing noise or a new limit
-                self._fell(now)
+                return self._held_throttled_at(now, retry_after)
         if self.rate == old:
             return None
         return RateChange(old, self.rate, "fell" if self.phase is Phase.DESCEND else "throttled")
+
+    def _held_throttled_at(self, now: float, retry_after: bool) -> RateChange | None:
+        old, lo, cap = self.rate, self.lo, self.cap
+        assert lo is not None
+        if cap is not None and lo >= cap and not self._haired:
+            # Held at a stated limit, clean until now: a 429 there is timing (see
+            # `_try_failed`), and the rate holds a hair under it from now on.
+            self._haired = True
+            self.hi, self.lo = cap, cap * (1 - self.HAIR)
+            self._hold(self.lo, now)
+            return RateChange(old, self.rate, "throttled", settled=True)
+        if retry_after and not self._at_hair() and not self._first():
+            # A second such 429 in a hold: hold a little under, or under what this
+            # window got through, when it is long enough to say. (The first, alone,
+            # holds only its own request: timing, judged with the window.)
+            trimmed = lo * (1 - self.COSTLY_TRIM)
+            span = now - self._window_start - self._paused_s
+            if span >= self.WINDOW_S:
+                through = (self._answers - self._throttled) / span
+                trimmed = min(trimmed, max(through * (1 - self.COSTLY_TRIM), lo / 2))
+            self.hi, self.lo = lo, trimmed
+            self._hold(self.lo, now)
+            return RateChange(old, self.rate, "trim")
+        if (
+            self._throttled < self.DROP_THROTTLES
+            or self._throttled < self.DROP_SHARE * self._answers
+        ):
+            return None  # judged when the window ends: timing noise or a new limit
+        self._fell(now)
+        return RateChange(old, self.rate, "fell")
 
     def _try_failed(self, now: float) -> bool:
         """A try met a 429; True when that settles the rate (a hair under a stated one)."""
@@ -310,10 +312,6 @@ class AdaptiveRate:
     def _first(self) -> bool:
         """Whether the 429 just met is the first of this hold, after an answer let through."""
         return self._streak == 1 and self._held_throttled + self._throttled == 1
-
-    def _at_cap(self) -> bool:
-        cap, lo = self.cap, self.lo
-        return cap is not None and lo is not None and lo >= cap
 
     def _at_hair(self) -> bool:
         """Whether this is a hold a hair under a stated limit, where a 429 is timing (two

@@ -12,6 +12,7 @@ from benchmarks.ratelimit import CpuSampler, run_rows
 from benchmarks.ratematrix import (
     Outcome,
     Row,
+    best_span,
     control_row,
     efficiency,
     matrix,
@@ -75,6 +76,19 @@ def test_a_row_is_its_server_and_client_flags() -> None:
 )
 def test_ideal_span(label: str, ideal: float) -> None:
     assert row(label).ideal_s() == pytest.approx(ideal)
+
+
+def test_the_ideal_of_a_sliding_counter_is_what_it_lets_through_at_best() -> None:
+    """Two a 1 s window weighs the last window's two into the next: a client never gets
+    more than one a second through, so 150 IDs take 148 s at best, not 74; and at 50 a
+    second, 20.37 s for 1,000, not 19 (a client at the formula's pace would meet 429s)."""
+    assert row("unknown sliding-counter 2/s hdr=x ra=on").ideal_s() == pytest.approx(148.0)
+    assert row("unknown sliding-counter 50/s hdr=x ra=on").ideal_s() == pytest.approx(
+        20.37, abs=0.01
+    )
+    assert best_span(2.0, 2) < 0.1  # from idle, the window's two at once
+    # The other shapes' formula is what such a client gets too (checked once, by hand).
+    assert row("unknown sliding-log 2/s hdr=x ra=on").ideal_s() == pytest.approx(74.0)
 
 
 def test_ideal_with_background_that_outlasts_the_work() -> None:
