@@ -50,11 +50,15 @@ PROVEN_GAIN: Final = 0.01
 # pauses every worker (and every process on the token): see Pacer._pauses_all.
 LONE_RETRY_AFTER_S: Final = 1.0
 # ... and only while 429s are rare: fewer than this many among the last LONE_ANSWERS
-# answers (timing at a strict limiter, which a busy machine bunches: 4 in 50 were seen
-# at a hair under a stated limit). More say another client shares the limit, and a pause
-# of everyone is how uncoordinated clients make room for each other.
-LONE_MOST: Final = 6
+# answers. More say another client shares the limit, and a pause of everyone is how
+# uncoordinated clients make room for each other.
+LONE_MOST: Final = 2
 LONE_ANSWERS: Final = 50
+# Above this rate (requests under 50 ms apart) timing at a strict limiter makes 429s of
+# its own, which a busy machine bunches (4 in 50 were seen a hair under a stated limit):
+# there, rare is fewer than TIMING_MOST.
+TIMING_ABOVE: Final = 20.0
+TIMING_MOST: Final = 6
 # A limit that an earlier run learned holds this long before the rate probes above it:
 # the next cron run's first minute goes at a limit already proven, with no 429.
 TRUST_S: Final = 60.0
@@ -504,8 +508,12 @@ class Pacer:
             or retry_after > LONE_RETRY_AFTER_S
             or self.rate.streak >= 1
             or looking
-            or (known and sum(self._recent_429s) >= LONE_MOST)
+            or (known and sum(self._recent_429s) >= self._lone_most())
         )
+
+    def _lone_most(self) -> int:
+        rate = self.rate.rate
+        return TIMING_MOST if rate is None or rate > TIMING_ABOVE else LONE_MOST
 
     def _proven(self, now: float) -> tuple[float, float, float] | None:
         """What the limiter has proven it lets through per second, over the last

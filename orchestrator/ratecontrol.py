@@ -440,9 +440,13 @@ class AdaptiveRate:
     def _fell(self, now: float) -> None:
         """Refused at a proven rate: the limit fell (another client came), or was never
         where it seemed (a burst the limiter had saved hid an overshoot). Look for it again
-        below, judging each rate over longer windows from now on."""
+        below, judging each rate over longer windows from now on. (Not after a hold a
+        hair under a stated limit: nothing was proven there to hide an overshoot, and
+        another client took a share; windows four times as long at a low rate took one
+        such run minutes to climb back once the other stopped.)"""
         self._hold_windows = self.HOLD_WINDOWS
-        self._patience = min(self.MAX_PATIENCE, self._patience * 2)
+        if not self._at_hair():
+            self._patience = min(self.MAX_PATIENCE, self._patience * 2)
         failed = self._window_rate
         self.hi, self.lo, self.settled = failed, None, False
         self._set(self._descend(self._cut(), now), Phase.DESCEND, now)
