@@ -265,9 +265,7 @@ class AdaptiveRate:
         if cap is not None and lo >= cap and not self._haired:
             # Held at a stated limit, clean until now: a 429 there is timing (see
             # `_try_failed`), and the rate holds a hair under it from now on.
-            self._haired = True
-            self.hi, self.lo = cap, cap * (1 - self.HAIR)
-            self._hold(self.lo, now)
+            self._to_hair(cap, now)
             return RateChange(old, self.rate, "throttled", settled=True)
         if retry_after and not self._at_hair() and not self._first():
             # A second such 429 in a hold: hold a little under, or under what this
@@ -302,12 +300,16 @@ class AdaptiveRate:
             # the network bunched), or a little of it taken by another client. Hold a hair
             # under it, where such 429s are retried in the next slot and cut nothing; more
             # of them than timing makes (`_judge_hold`) mean another client.
-            self._haired = True
-            self.lo = self._window_rate * (1 - self.HAIR)
-            return self._hold(self.lo, now)
+            return self._to_hair(self._window_rate, now)
         else:
             self._set(self._descend(self._cut(), now), Phase.DESCEND, now)
         return False
+
+    def _to_hair(self, limit: float, now: float) -> bool:
+        """Hold a hair under a stated `limit` that met a 429; True when that is news."""
+        self._haired = True
+        self.hi, self.lo = limit, limit * (1 - self.HAIR)
+        return self._hold(self.lo, now)
 
     def _first(self) -> bool:
         """Whether the 429 just met is the first of this hold, after an answer let through."""
