@@ -498,10 +498,11 @@ class Rerun:
             if self.stopping:
                 self._stopped_between_attempts(run_id, last)
                 return
-            sent_at = self._clock.now() if self._pacer.open() else await self._turn()
-            if sent_at is None:
+            turn = await self._take_turn()
+            if turn is None:
                 self._stopped_between_attempts(run_id, last)
                 return
+            sent_at, paced = turn
             attempt += 1
             self._in_flight.add(run_id)
             try:
@@ -512,7 +513,7 @@ class Rerun:
                 self._in_flight.discard(run_id)
                 self._not_sent(run_id, attempt, last, exc)
                 return
-            if not self._pacer.bucket.unlimited:
+            if paced and not self._pacer.bucket.unlimited:
                 await self._send_on_time(sent_at)
             if attempt == 1:
                 self.tally.sent += 1
@@ -571,6 +572,17 @@ class Rerun:
         while (due := timer.due(at, self._pacer.min_gap())) > self._clock.now():
             await self._clock.sleep_until(due)
         timer.left(self._clock.now())
+
+    async def _take_turn(self) -> tuple[float, bool] | None:
+        """When this request may leave, and whether it is paced (it keeps to the pacing's
+        grid once its record is durable; one with no limit, or in the opening burst,
+        leaves at once); None if a stop came first."""
+        if self._pacer.open():
+            return self._clock.now(), False
+        if (extra := self._pacer.extra()) is not None:
+            return extra, False
+        slot = await self._turn()
+        return None if slot is None else (slot, True)
 
     async def _turn(self) -> float | None:
         """Wait for the pacer; when the request may leave, or None if a stop came first."""

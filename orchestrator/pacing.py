@@ -19,6 +19,7 @@ import anyio
 import anyio.lowlevel
 import structlog
 
+from .opening import OPENING_S, Opening, Refusal
 from .ratecontrol import AdaptiveRate, Phase, RateChange, proven_span
 from .sharedrate import SharedSchedule
 
@@ -294,6 +295,8 @@ class Pacer:
         self._recent_429s: deque[bool] = deque(maxlen=LONE_ANSWERS)  # last answers: a 429?
         self._line = anyio.Lock()  # one reservation in the shared schedule at a time
         self._unreserved = 0.0  # credit of requests sent above a learned limit, unreserved
+        self._opening: Opening | None = None  # the limiter's first burst, while it lasts
+        self._may_open = True  # until a run's opening is decided, or a 429 came first
         self._follow_shared()
 
     async def turn(self) -> float:
@@ -320,7 +323,32 @@ class Pacer:
             if self.pause.remaining == 0:  # a Retry-After may have come while we waited
                 sent_at = self._clock.now() if slot is None else slot
                 self.rate.sent(sent_at)
+                self._first_turn(sent_at)
+                if self._opening is not None:
+                    self._opening.note_sent(extra=False)
                 return sent_at
+
+    def extra(self) -> float | None:
+        """Now, when a request may leave at once above the pacing, in the run's opening
+        burst (see `opening`); None when it must take its `turn`. Such a request leaves
+        as soon as its record is durable, not on the pacing's grid."""
+        opening = self._opening
+        if opening is None or self.pause.remaining > 0 or self.circuit.is_open:
+            return None
+        now = self._clock.now()
+        if not opening.may_send(now):
+            return None
+        opening.note_sent(extra=True)
+        return now
+
+    def _first_turn(self, sent_at: float) -> None:
+        """A run that knows its rate at its first request opens with the limiter's burst,
+        unless another process is sending on the token's schedule (it is not saved up)."""
+        if not self._may_open or (cap := self.rate.cap) is None:
+            return
+        self._may_open = False
+        if self.shared is None or self.shared.idle_s >= OPENING_S:
+            self._opening = Opening.at(cap, sent_at)
 
     async def _shared_turn(self, shared: SharedSchedule) -> float | None:
         """Our own bucket's slot, then the shared schedule's: each process holds one
@@ -419,6 +447,9 @@ class Pacer:
         stated = None
         if answer.hint is not None and answer.hint.per_second is not None:
             stated = self.rate.learn_limit(answer.hint.per_second, now)
+        sent = now if sent_at is None else sent_at
+        if (opened := self._opening_answer(answer, now, sent, retry_after, stated)) is not None:
+            return opened
         # Asked before the rate sees the answer. To the rate, every 429 with a Retry-After
         # stays costly, lone or not: its descents and trims keep the 429s few (treating a
         # lone one as free cost 0.15 to 0.2 of the limit on window limiters).
@@ -426,7 +457,7 @@ class Pacer:
         self._recent_429s.append(answer.throttled)
         seen = self.rate.observe(
             now,
-            now if sent_at is None else sent_at,
+            sent,
             throttled=answer.throttled,
             retry_after=retry_after is not None,
         )
@@ -443,9 +474,8 @@ class Pacer:
             self.rate.paused(seen.holdoff_s - self.pause.remaining)
             self.pause.pause_for(seen.holdoff_s)
         change = seen.change or stated
+        self._note_stated(answer, stated)
         if self.shared is not None:
-            if stated is not None and answer.hint is not None and answer.hint.per_second:
-                self.shared.note_limit(answer.hint.per_second, "server")
             self._throttled += answer.throttled
             self.shared.note_answer(throttled=answer.throttled)
             (self._refused if answer.throttled else self._let_through).append(now)
@@ -458,6 +488,54 @@ class Pacer:
         self._follow()
         circuit = None if answer.throttled else self.circuit.record(answer.fault)
         return PacingEvents(change, circuit, paused, seen.holdoff_s, wait_s)
+
+    def _opening_answer(
+        self,
+        answer: Answer,
+        now: float,
+        sent_at: float,
+        retry_after: float | None,
+        stated: RateChange | None,
+    ) -> PacingEvents | None:
+        """What the opening burst makes of an answer: the events, for a 429 that only says
+        the burst is spent (see `opening`), which no other part of pacing hears of; None
+        for an answer to judge as any other."""
+        remaining = None if answer.hint is None else answer.hint.remaining
+        if stated is not None and self._may_open and (cap := self.rate.cap) is not None:
+            # The server stated the limit on its first answer: open with what it says is left.
+            self._may_open = False
+            self._opening = Opening.at(cap, now, remaining)
+        opening = self._opening
+        if answer.throttled:
+            self._may_open = False
+        if opening is None:
+            return None
+        if stated is not None:
+            opening.rate = min(opening.rate, self.rate.cap or opening.rate)
+        if answer.fault:
+            opening.fault(now)
+        refusal = opening.answer(now, sent_at, throttled=answer.throttled, remaining=remaining)
+        if refusal is Refusal.NOT_OURS:
+            return None
+        self._note_stated(answer, stated)
+        self._follow()
+        if refusal is Refusal.SPENT:
+            # Its request alone waits for the server's Retry-After; the others keep to
+            # their slots.
+            return PacingEvents(stated, wait_s=retry_after or 0.0)
+        # A window still holds the burst: every request waits until it is paid back.
+        left = opening.paid_back() - now
+        if left > self.pause.remaining:
+            self.rate.paused(left - self.pause.remaining)
+            self.pause.pause_for(left)
+        wait_s = retry_after if retry_after is not None and retry_after > left else 0.0
+        return PacingEvents(stated, holdoff_s=left, wait_s=wait_s)
+
+    def _note_stated(self, answer: Answer, stated: RateChange | None) -> None:
+        """A limit the server stated, for the other processes on the token."""
+        hint = answer.hint
+        if self.shared is not None and stated is not None and hint is not None and hint.per_second:
+            self.shared.note_limit(hint.per_second, "server")
 
     def _prove_candidate(self, now: float) -> None:
         """Publish a limit learned, once LEARN_SECONDS confirm it. A rate that one window

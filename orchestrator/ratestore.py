@@ -191,6 +191,9 @@ class Grant:
     delay_s: float
     limit: SharedLimit | None
     count: int
+    # How long the schedule had gone unused before this slot (infinite when nothing was
+    # reserved): a limiter behind it has saved up its burst.
+    idle_s: float = math.inf
 
 
 def usable_rate(per_s: float) -> bool:
@@ -227,7 +230,7 @@ def reserve_step(
     count = state.count + 1
     return (
         Schedule(tat=start + 1.0 / limit.per_s, paused_until=paused, count=count, limit=limit),
-        Grant(start - now, limit, count),
+        Grant(start - now, limit, count, max(0.0, now - max(tat, paused))),
     )
 
 

@@ -152,7 +152,8 @@ redis.call('HSET', key,
   'count', string.format('%d', count), 'limit_per_s', fmt(limit.per_s),
   'limit_how', limit.how, 'limit_at', fmt(limit.at))
 redis.call('PEXPIRE', key, EXPIRE_MS)
-return {fmt(start - now), fmt(limit.per_s), limit.how, fmt(limit.at), string.format('%d', count)}
+return {fmt(start - now), fmt(limit.per_s), limit.how, fmt(limit.at), string.format('%d', count),
+  fmt(math.max(0, now - math.max(tat, paused)))}
 """
 
 # ARGV[7], ARGV[8]: a usable rate and where it came from.
@@ -299,13 +300,13 @@ class RedisStore:
 
 def _grant(reply: object) -> Grant:
     """The reserve script's reply; ValueError, TypeError, KeyError when unreadable."""
-    if not isinstance(reply, list) or len(reply) != 5:
+    if not isinstance(reply, list) or len(reply) not in (5, 6):
         raise ValueError(f"unreadable reply {reply!r:.80}")
-    delay, per_s, how, at, count = (_text(item) for item in reply)
-    limit = None
-    if per_s:
-        limit = SharedLimit(_finite(per_s), _HOW[how], _finite(at))
-    return Grant(_finite(delay), limit, int(count))
+    delay, per_s, how, at, count, *idle = (_text(item) for item in reply)
+    if not per_s:
+        return Grant(_finite(delay), None, int(count))
+    limit = SharedLimit(_finite(per_s), _HOW[how], _finite(at))
+    return Grant(_finite(delay), limit, int(count), _finite(idle[0]) if idle else 0.0)
 
 
 def _peeked(reply: object) -> tuple[float, SharedLimit | None]:

@@ -79,6 +79,7 @@ class SharedSchedule:
         self._counting = False  # ... which it does once this process has met a limit
         self._uncounted = 0  # answers let through, to count at the next turn
         self.published: float | None = None  # the last limit this process published
+        self.idle_s = math.inf  # how long the schedule was unused before our last slot
 
     @property
     def active(self) -> bool:
@@ -177,6 +178,7 @@ class SharedSchedule:
 
     def _take(self, grant: Grant) -> None:
         self.limit = grant.limit
+        self.idle_s = grant.idle_s
         if grant.limit is not None:
             self.reserved += 1
         elif not self._counting:

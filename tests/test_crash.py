@@ -131,7 +131,9 @@ async def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
         args = rerun_args(source, sim, "--rate", "20/s", "--timeout", "60", "--concurrency", "2")
         with anyio.fail_after(20):  # far less than --timeout: the second signal cut it short
             async with await anyio.open_process(args, cwd=tmp_path, env=env()) as process:
-                await _wait_for_event(process, "rerun.succeeded", count=8)
+                # Past the opening burst (a second of the rate, at once): paced, the
+                # one request in flight is the slow one.
+                await _wait_for_event(process, "rerun.succeeded", count=25)
                 process.send_signal(signal.SIGINT)
                 await _wait_for_event(process, "rerun.stopping", count=1)
                 process.send_signal(signal.SIGINT)

@@ -81,6 +81,18 @@ def test_reserve_after_idle_starts_from_now() -> None:
     assert state.tat == pytest.approx(NOW0 + 5.1)
 
 
+def test_a_slot_says_how_long_the_schedule_was_unused_before_it() -> None:
+    """An idle limiter has saved up its burst (pacing's opening takes it); a schedule
+    in use, or paused, has not."""
+    state, grant = reserve(Schedule(), 10.0)
+    assert grant.idle_s == pytest.approx(NOW0)  # never used: since the clock's zero
+    state, grant = reserve(state, 10.0, dt=0.05)
+    assert grant.idle_s == 0.0  # queued behind the first
+    state, grant = reserve(state, 10.0, dt=3.0, dwall=3.0)
+    assert grant.idle_s == pytest.approx(2.8)
+    assert reserve(pause_step(state, NOW0 + 3.0, 5.0), 10.0, dt=4.0)[1].idle_s == 0.0
+
+
 def test_stated_rate_becomes_the_limit_when_none_is_known() -> None:
     state, grant = reserve(Schedule(), 7.0)
     assert grant.limit == SharedLimit(7.0, "stated", WALL0)
@@ -389,7 +401,7 @@ async def test_a_round_trip_through_the_file(tmp_path: Path, clock: Clock, opene
     assert await store.reserve(None, counting=True) == Grant(0.0, None, 1)
     assert await store.peek() is None
 
-    assert await store.reserve(10.0) == Grant(0.0, SharedLimit(10.0, "stated", WALL0), 2)
+    assert await store.reserve(10.0) == Grant(0.0, SharedLimit(10.0, "stated", WALL0), 2, NOW0)
     grant = await store.reserve(10.0)
     assert grant.delay_s == pytest.approx(0.1)
     assert grant.count == 3
@@ -445,8 +457,8 @@ async def test_different_keys_have_different_schedules(
     tmp_path: Path, clock: Clock, opener: Opener
 ) -> None:
     one, two = opener(tmp_path, "a" * 32), opener(tmp_path, "b" * 32)
-    assert await one.reserve(10.0) == Grant(0.0, SharedLimit(10.0, "stated", WALL0), 1)
-    assert await two.reserve(10.0) == Grant(0.0, SharedLimit(10.0, "stated", WALL0), 1)
+    assert await one.reserve(10.0) == Grant(0.0, SharedLimit(10.0, "stated", WALL0), 1, NOW0)
+    assert await two.reserve(10.0) == Grant(0.0, SharedLimit(10.0, "stated", WALL0), 1, NOW0)
     await one.pause(30.0)
     await one.publish(1.0, "learned")
     assert await two.peek() == SharedLimit(10.0, "stated", WALL0)

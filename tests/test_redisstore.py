@@ -129,6 +129,10 @@ def same_grant(actual: Grant, one: Grant, other: Grant, what: str) -> None:
     assert one.count == other.count, f"{what}: at a boundary"
     assert actual.count == one.count, f"{what}: grant count {actual.count} vs {one.count}"
     between(actual.delay_s, one.delay_s, other.delay_s, f"{what} delay")
+    if one.idle_s == other.idle_s == math.inf:
+        assert actual.idle_s == math.inf, f"{what}: idle {actual.idle_s}"
+    else:
+        between(actual.idle_s, one.idle_s, other.idle_s, f"{what} idle")
     same_limit(actual.limit, one.limit, other.limit, f"{what} grant")
 
 

@@ -1,0 +1,122 @@
+"""The limiter's first burst, taken at the start of a run whose rate is known.
+
+A limiter that allows a burst (nginx `limit_req burst=`, a token bucket, a fixed or sliding
+window) lets that much through at once from idle, and a client that paces evenly from its
+first request never takes it: against a bucket of one second at 50/s, 1,000 requests take
+20 s where 19 were possible. So a run that knows its rate (a `--rate`, or the limit the
+server states on its first answer) sends requests above the pacing at the start, as
+aiolimiter and client-go's QPS/burst allow a second's worth at once, until the limiter
+refuses one:
+
+- it never sends more than the server's `Remaining` allows, when it says, and otherwise
+  no more than one second of the rate;
+- without the server's count it starts with one request over the first and lets two more
+  go for each answer let through (TCP's slow start): against a limiter with no burst the
+  opening costs one 429;
+- the 429 that ends it says the burst is spent, not that the rate is too high: it cuts
+  nothing, and its request goes again at its next slot;
+- a window limiter (fixed or sliding) refills only when the window moves on, so a paced
+  request refused soon after the burst is still the burst's: every request waits until
+  the burst is paid back at the rate (its requests over the rate), and that 429 cuts
+  nothing either.
+
+Pure: time comes in as numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+# Without the server's count, the opening sends at most this many seconds of the rate
+# above it, and lasts at most this long.
+OPENING_S: Final = 1.0
+
+
+class Refusal(Enum):
+    """What a 429 says, as the opening judges it."""
+
+    NOT_OURS = "not_ours"  # judged as any 429: the opening has nothing to say of it
+    SPENT = "spent"  # the burst is spent: its request goes again at its next slot
+    PAYBACK = "payback"  # a window still holds the burst: wait until it is paid back
+
+
+@dataclass(slots=True)
+class Opening:
+    """One run's opening burst, from `started` at `rate` requests/s, at most `credit`
+    requests above the pacing."""
+
+    rate: float
+    credit: int
+    started: float
+    extras: int = 0  # requests sent above the pacing
+    sent: int = 0  # requests sent while the opening lasted, paced or above
+    clean: int = 0  # ... answered and let through
+    allows: int | None = None  # ... that the server's Remaining lets go in all
+    ended_at: float | None = None
+
+    @classmethod
+    def at(cls, rate: float, now: float, remaining: int | None = None) -> Opening:
+        """An opening at `rate` from `now`; with the server's `remaining`, that many may go."""
+        credit = max(1, math.floor(rate * OPENING_S)) if remaining is None else remaining
+        opening = cls(rate=rate, credit=credit, started=now)
+        opening.allows = remaining
+        return opening
+
+    @property
+    def open(self) -> bool:
+        return self.ended_at is None
+
+    def may_send(self, now: float) -> bool:
+        """Whether one more request may leave now above the pacing."""
+        self._end_by(now)
+        if self.ended_at is not None:
+            return False
+        if self.extras >= self.credit:
+            self.ended_at = now
+            return False
+        # Slow start: one over at first, two more for each answer let through; or what
+        # the server says it lets through.
+        allowed = 2 * (1 + self.clean) if self.allows is None else self.allows
+        return self.sent < allowed
+
+    def note_sent(self, *, extra: bool) -> None:
+        if self.ended_at is None:
+            self.sent += 1
+            self.extras += extra
+
+    def paid_back(self) -> float:
+        """When the requests let through in the opening are paid back at the rate."""
+        return self.started + self.clean / self.rate
+
+    def answer(
+        self, now: float, sent_at: float, *, throttled: bool, remaining: int | None = None
+    ) -> Refusal:
+        """One answer to a request sent at `sent_at`; for a 429, what it says."""
+        self._end_by(now)
+        during = sent_at >= self.started and (self.ended_at is None or sent_at <= self.ended_at)
+        if not throttled:
+            if during:
+                self.clean += 1
+                if remaining is not None and self.ended_at is None:
+                    # The server has seen at least the answered ones; `remaining` more.
+                    self.allows = self.clean + remaining
+            return Refusal.NOT_OURS
+        if during:
+            if self.ended_at is None:
+                self.ended_at = now
+            return Refusal.SPENT
+        if sent_at >= self.started and now < self.paid_back():
+            return Refusal.PAYBACK
+        return Refusal.NOT_OURS
+
+    def fault(self, now: float) -> None:
+        """The service failed a request: no burst into a sick service."""
+        if self.ended_at is None:
+            self.ended_at = now
+
+    def _end_by(self, now: float) -> None:
+        if self.ended_at is None and now - self.started > OPENING_S:
+            self.ended_at = self.started + OPENING_S
