@@ -88,8 +88,10 @@ class Opening:
             self.extras += extra
 
     def paid_back(self) -> float:
-        """When the requests let through in the opening are paid back at the rate."""
-        return self.started + self.clean / self.rate
+        """When the requests let through in the opening are paid back at the rate, and
+        one more: the window may have begun a little before (with the request whose
+        answer stated the limit, or as the first one's record was written)."""
+        return self.started + (self.clean + 1) / self.rate
 
     def answer(
         self, now: float, sent_at: float, *, throttled: bool, remaining: int | None = None
