@@ -297,6 +297,7 @@ class Pacer:
         self._unreserved = 0.0  # credit of requests sent above a learned limit, unreserved
         self._opening: Opening | None = None  # the limiter's first burst, while it lasts
         self._may_open = True  # until a run's opening is decided, or a 429 came first
+        self._first_sent = math.inf  # when the run's first request left
         self._follow_shared()
 
     async def turn(self) -> float:
@@ -344,11 +345,17 @@ class Pacer:
     def _first_turn(self, sent_at: float) -> None:
         """A run that knows its rate at its first request opens with the limiter's burst,
         unless another process is sending on the token's schedule (it is not saved up)."""
+        self._first_sent = min(self._first_sent, sent_at)
         if not self._may_open or (cap := self.rate.cap) is None:
             return
         self._may_open = False
-        if self.shared is None or self.shared.idle_s >= OPENING_S:
+        if self._idle():
             self._opening = Opening.at(cap, sent_at)
+
+    def _idle(self) -> bool:
+        """Whether no other process sends on the token's shared schedule, as far as this
+        one's last slot in it said."""
+        return self.shared is None or self.shared.idle_s >= OPENING_S
 
     async def _shared_turn(self, shared: SharedSchedule) -> float | None:
         """Our own bucket's slot, then the shared schedule's: each process holds one
@@ -501,16 +508,19 @@ class Pacer:
         the burst is spent (see `opening`), which no other part of pacing hears of; None
         for an answer to judge as any other."""
         remaining = None if answer.hint is None else answer.hint.remaining
-        if stated is not None and self._may_open and (cap := self.rate.cap) is not None:
-            # The server stated the limit on its first answer: open with what it says is left.
+        told = answer.hint is not None and answer.hint.per_second is not None
+        if answer.throttled or now - self._first_sent > OPENING_S:
             self._may_open = False
-            self._opening = Opening.at(cap, now, remaining)
+        if told and self._may_open and (cap := self.rate.cap) is not None:
+            # The server stated the limit on its first answers: open with what it says
+            # is left.
+            self._may_open = False
+            if self._idle():
+                self._opening = Opening.at(cap, now, remaining)
         opening = self._opening
-        if answer.throttled:
-            self._may_open = False
         if opening is None:
             return None
-        if stated is not None:
+        if told:
             opening.rate = min(opening.rate, self.rate.cap or opening.rate)
         if answer.fault:
             opening.fault(now)

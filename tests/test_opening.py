@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.localstore import LocalStore
 from orchestrator.opening import Opening, Refusal
+from orchestrator.pacing import Pacer
 from orchestrator.report import ExitCode, exit_code
+from orchestrator.sharedrate import SharedSchedule
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.fakeclock import FakeClock
 from tests.rerunkit import make_ids, rerun
@@ -146,3 +149,42 @@ async def test_a_window_holds_the_burst_until_it_is_paid_back(tmp_path: Path, li
     assert sum(1 for at, status in posts if at - start < 0.01 and status == 202) == 20
     assert sum(status == 429 for _, status in posts) <= 4
     assert posts[-1][0] - start <= (len(ids) - 1) / 20.0 * 1.04
+
+
+async def test_the_servers_stated_limit_and_remaining_open_the_burst_with_no_429(
+    tmp_path: Path,
+) -> None:
+    """No --rate: the first answer states the limit (X-RateLimit-*) and what is left, and
+    exactly that much goes at once: no request is refused."""
+    run_ids = make_ids(60)
+    config = SimConfig(
+        accept_any=True, rate=20.0, burst=10, rate_limit_headers="x", request_log_limit=10_000
+    )
+    clock = FakeClock(autojump=False)
+    async with RunningSimulator(config, clock=clock.now) as sim, clock.driven():
+        done = await rerun(sim, tmp_path / "ledger.jsonl", run_ids, clock=clock)
+    assert exit_code(done.result) == ExitCode.OK
+    posts = [(e.at, e.status) for e in sim.state.request_log if e.method == "POST"]
+    assert [status for _, status in posts] == [202] * len(run_ids)
+    start = posts[0][0]
+    assert sum(1 for at, _ in posts if at - start < 0.01) == 11
+    assert posts[-1][0] - start <= (len(run_ids) - 11) / 20.0 * 1.02
+
+
+async def test_no_opening_while_another_process_sends_on_the_shared_schedule(
+    tmp_path: Path,
+) -> None:
+    """A limiter that another process keeps busy has saved up no burst: only the process
+    that found the token's schedule idle opens with one."""
+    clock = FakeClock()
+    pacers = []
+    for _ in range(2):
+        store = LocalStore(tmp_path, "key", now=clock.now)
+        shared = SharedSchedule(store, "key", 10.0, clock.now)
+        await shared.start()
+        pacers.append(Pacer(10.0, clock, shared=shared))
+    first, second = pacers
+    await first.turn()
+    await second.turn()
+    assert first.extra() is not None
+    assert second.extra() is None
