@@ -9,7 +9,8 @@ Rows, each with a label a developer can pick with `--rate-rows PATTERN`:
                 or none x Retry-After or none, the client run with `--rate none`
     known       each shape at 50 r/s, no headers, `--rate 50/s`: the limit stated
     control     a GCRA with burst = rate and a client at 45/s: it must draw no 429 and
-                take exactly 999 / 45 s, or the bench itself is wrong
+                take exactly (999 - 45) / 45 s (its opening burst, then its rate), or
+                the bench itself is wrong
     procs       2 and 4 processes on one token, each `--rate` = the limit, no coordination
     background  another client of the token takes part of the limit, then stops; with
                 X-RateLimit-* headers, and without them under the default store
@@ -24,10 +25,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
+
+from orchestrator.opening import OPENING_S
 
 from orchestrator.simulator.limiters import SlidingCounter
 
@@ -250,8 +254,10 @@ def known_rows() -> list[Row]:
 def control_row() -> Row:
     limit, ids = 50.0, 1_000
     shape = gcra(round(limit))
-    # Paced at a steady 45/s, never bursting: its first and last requests are
-    # (ids - 1) / 45 s apart, and the limiter, 50/s with room for 51, refuses none.
+    # Paced at a steady 45/s after its opening burst (a second of its rate, at once): its
+    # first and last requests are (ids - 1 - 45) / 45 s apart, and the limiter, 50/s with
+    # room for 51, refuses none.
+    opening = math.floor(CONTROL_RATE * OPENING_S)
     return Row(
         "control",
         f"control {shape.name} {_rate(limit)} hdr=none ra=on --rate {_rate(CONTROL_RATE)}",
@@ -260,7 +266,7 @@ def control_row() -> Row:
         ids,
         ("--rate", _rate(CONTROL_RATE)),
         _server(shape, limit, "--rate-limit-headers", "none"),
-        Target(0.0, 0.0, exact_span_s=(ids - 1) / CONTROL_RATE),
+        Target(0.0, 0.0, exact_span_s=(ids - 1 - opening) / CONTROL_RATE),
     )
 
 
