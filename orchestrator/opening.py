@@ -15,10 +15,10 @@ refuses one:
   opening costs one 429;
 - the 429 that ends it says the burst is spent, not that the rate is too high: it cuts
   nothing, and its request goes again at its next slot;
-- a window limiter (fixed or sliding) refills only when the window moves on, so a paced
-  request refused soon after the burst is still the burst's: every request waits until
-  the burst is paid back at the rate (its requests over the rate), and that 429 cuts
-  nothing either.
+- a window limiter (fixed or sliding) refills only when the window moves on, so paced
+  requests refused soon after the burst are still the burst's: at the second (the first
+  is as likely a token bucket's, which takes the next request on time), every request
+  waits until the burst is paid back at the rate, and those 429s cut nothing either.
 
 Pure: time comes in as numbers.
 """
@@ -55,6 +55,7 @@ class Opening:
     sent: int = 0  # requests sent while the opening lasted, paced or above
     clean: int = 0  # ... answered and let through
     allows: int | None = None  # ... that the server's Remaining lets go in all
+    late: int = 0  # 429s after the opening, before its burst is paid back
     ended_at: float | None = None
 
     @classmethod
@@ -111,7 +112,10 @@ class Opening:
                 self.ended_at = now
             return Refusal.SPENT
         if sent_at >= self.started and now < self.paid_back():
-            return Refusal.PAYBACK
+            # The first such 429 is as likely a token bucket's (the paced requests that
+            # went beside the burst took a request or two past it) as a window's.
+            self.late += 1
+            return Refusal.PAYBACK if self.late > 1 else Refusal.SPENT
         return Refusal.NOT_OURS
 
     def fault(self, now: float) -> None:

@@ -79,7 +79,7 @@ def test_a_429_in_the_opening_says_the_burst_is_spent_and_ends_it() -> None:
     assert not opening.may_send(0.002)
 
 
-def test_a_paced_429_before_the_burst_is_paid_back_is_still_the_bursts() -> None:
+def test_paced_429s_before_the_burst_is_paid_back_are_still_the_bursts() -> None:
     """A window limiter refills only as the window moves: 20 let through at 20/s are
     paid back a second after the opening began, and one interval more (the window may
     have begun a little before)."""
@@ -88,7 +88,9 @@ def test_a_paced_429_before_the_burst_is_paid_back_is_still_the_bursts() -> None
         opening.answer(10.01, 10.0, throttled=False)
     assert opening.answer(10.02, 10.0, throttled=True) is Refusal.SPENT
     assert opening.paid_back() == pytest.approx(11.05)
-    assert opening.answer(10.1, 10.05, throttled=True) is Refusal.PAYBACK
+    # The first could be a token bucket's, which takes the next one on time.
+    assert opening.answer(10.1, 10.05, throttled=True) is Refusal.SPENT
+    assert opening.answer(10.15, 10.1, throttled=True) is Refusal.PAYBACK
     assert opening.answer(11.2, 11.1, throttled=True) is Refusal.NOT_OURS
 
 
@@ -147,7 +149,7 @@ async def test_a_window_holds_the_burst_until_it_is_paid_back(tmp_path: Path, li
     posts, ids = await _known_run(tmp_path, 80, limiter=limiter, window_s=1.0)
     start = posts[0][0]
     assert sum(1 for at, status in posts if at - start < 0.01 and status == 202) == 20
-    assert sum(status == 429 for _, status in posts) <= 4
+    assert sum(status == 429 for _, status in posts) <= 5
     assert posts[-1][0] - start <= (len(ids) - 1) / 20.0 * 1.04
 
 
