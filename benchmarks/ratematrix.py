@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from orchestrator.opening import OPENING_S
-
 from orchestrator.simulator.limiters import SlidingCounter
 
 Kind = Literal["unknown", "known", "control", "procs", "background", "shared"]
