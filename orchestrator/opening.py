@@ -62,9 +62,7 @@ class Opening:
     def at(cls, rate: float, now: float, remaining: int | None = None) -> Opening:
         """An opening at `rate` from `now`; with the server's `remaining`, that many may go."""
         credit = max(1, math.floor(rate * OPENING_S)) if remaining is None else remaining
-        opening = cls(rate=rate, credit=credit, started=now)
-        opening.allows = remaining
-        return opening
+        return cls(rate=rate, credit=credit, started=now, allows=remaining)
 
     @property
     def open(self) -> bool:

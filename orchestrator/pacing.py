@@ -324,7 +324,7 @@ class Pacer:
             if self.pause.remaining == 0:  # a Retry-After may have come while we waited
                 sent_at = self._clock.now() if slot is None else slot
                 self.rate.sent(sent_at)
-                self._first_turn(sent_at)
+                self._maybe_open(sent_at)
                 if self._opening is not None:
                     self._opening.note_sent(extra=False)
                 return sent_at
@@ -342,9 +342,10 @@ class Pacer:
         opening.note_sent(extra=True)
         return now
 
-    def _first_turn(self, sent_at: float) -> None:
-        """A run that knows its rate at its first request opens with the limiter's burst,
-        unless another process is sending on the token's schedule (it is not saved up)."""
+    def _maybe_open(self, sent_at: float) -> None:
+        """A request leaves at `sent_at`. A run that knows its rate at its first request
+        opens with the limiter's burst, unless another process is sending on the token's
+        schedule (it is not saved up)."""
         self._first_sent = min(self._first_sent, sent_at)
         if not self._may_open or (cap := self.rate.cap) is None:
             return

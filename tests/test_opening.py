@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.localstore import LocalStore
 from orchestrator.opening import Opening, Refusal
-from orchestrator.pacing import Pacer
 from orchestrator.report import ExitCode, exit_code
-from orchestrator.sharedrate import SharedSchedule
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.fakeclock import FakeClock
 from tests.rerunkit import make_ids, rerun
+from tests.sharedkit import pacers_on_one_store
 
 
 def test_without_the_servers_count_one_goes_over_then_two_more_per_answer() -> None:
@@ -179,13 +177,7 @@ async def test_no_opening_while_another_process_sends_on_the_shared_schedule(
     """A limiter that another process keeps busy has saved up no burst: only the process
     that found the token's schedule idle opens with one."""
     clock = FakeClock()
-    pacers = []
-    for _ in range(2):
-        store = LocalStore(tmp_path, "key", now=clock.now)
-        shared = SharedSchedule(store, "key", 10.0, clock.now)
-        await shared.start()
-        pacers.append(Pacer(10.0, clock, shared=shared))
-    first, second = pacers
+    first, second = await pacers_on_one_store(tmp_path, clock, 10.0, 2)
     await first.turn()
     await second.turn()
     assert first.extra() is not None

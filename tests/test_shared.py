@@ -42,6 +42,7 @@ from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.fakeclock import FakeClock
 from tests.redisserver import redis_server, redis_url  # noqa: F401 - fixtures
 from tests.rerunkit import Outcome, make_ids, rerun
+from tests.sharedkit import pacers_on_one_store
 
 # Runs here share the loop with nothing but their simulator: time may jump sooner.
 QUICK = 0.001
@@ -139,13 +140,7 @@ async def test_a_limit_learned_by_one_run_starts_the_next_there(tmp_path: Path) 
 
 async def test_a_retry_after_heard_by_one_process_pauses_the_others(tmp_path: Path) -> None:
     clock = FakeClock()
-    pacers = []
-    for _ in range(2):
-        store = LocalStore(tmp_path, "key", now=clock.now)
-        shared = SharedSchedule(store, "key", 10.0, clock.now)
-        await shared.start()
-        pacers.append(Pacer(10.0, clock, shared=shared))
-    one, other = pacers
+    one, other = await pacers_on_one_store(tmp_path, clock, 10.0, 2)
     await one.turn()
     await clock.sleep(2.0)  # past the first one's opening burst (see test_opening)
     await one.turn()
