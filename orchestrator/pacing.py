@@ -298,6 +298,7 @@ class Pacer:
         self._opening: Opening | None = None  # the limiter's first burst, while it lasts
         self._may_open = True  # until a run's opening is decided, or a 429 came first
         self._first_sent = math.inf  # when the run's first request left
+        self._opened_told = False  # the log has said the opening ended
         self._follow_shared()
 
     async def turn(self) -> float:
@@ -338,9 +339,16 @@ class Pacer:
             return None
         now = self._clock.now()
         if not opening.may_send(now):
+            self._log_if_opened(opening)
             return None
         opening.note_sent(extra=True)
         return now
+
+    def _log_if_opened(self, opening: Opening) -> None:
+        """Tell of the opening once it has ended, once."""
+        if not opening.open and not self._opened_told:
+            self._opened_told = True
+            log.debug("rate.opened", above=opening.extras, let_through=opening.clean)
 
     def _maybe_open(self, sent_at: float) -> None:
         """A request leaves at `sent_at`. A run that knows its rate at its first request
@@ -351,7 +359,11 @@ class Pacer:
             return
         self._may_open = False
         if self._idle():
-            self._opening = Opening.at(cap, sent_at)
+            self._open(Opening.at(cap, sent_at))
+
+    def _open(self, opening: Opening) -> None:
+        self._opening = opening
+        log.debug("rate.opening", per_s=_rounded(opening.rate), most=opening.credit)
 
     def _idle(self) -> bool:
         """Whether no other process sends on the token's shared schedule, as far as this
@@ -517,7 +529,7 @@ class Pacer:
             # is left.
             self._may_open = False
             if self._idle():
-                self._opening = Opening.at(cap, now, remaining)
+                self._open(Opening.at(cap, now, remaining))
         opening = self._opening
         if opening is None:
             return None
@@ -526,6 +538,7 @@ class Pacer:
         if answer.fault:
             opening.fault(now)
         refusal = opening.answer(now, sent_at, throttled=answer.throttled, remaining=remaining)
+        self._log_if_opened(opening)
         if refusal is Refusal.NOT_OURS:
             return None
         self._note_stated(answer, stated)

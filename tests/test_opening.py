@@ -9,8 +9,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from orchestrator.opening import Opening, Refusal
+from orchestrator.pacing import Answer, Pacer
 from orchestrator.report import ExitCode, exit_code
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.fakeclock import FakeClock
@@ -182,3 +184,23 @@ async def test_no_opening_while_another_process_sends_on_the_shared_schedule(
     await second.turn()
     assert first.extra() is not None
     assert second.extra() is None
+
+
+async def test_the_opening_is_logged_at_debug_when_it_starts_and_ends(tmp_path: Path) -> None:
+    clock = FakeClock()
+    pacer = Pacer(20.0, clock)
+    with capture_logs() as logs:
+        sent = await pacer.turn()
+        extra = pacer.extra()
+        assert extra is not None
+        pacer.observe(Answer(), sent_at=sent)
+        pacer.observe(Answer(throttled=True), sent_at=extra)
+    events = {e["event"]: e for e in logs if e["event"].startswith("rate.open")}
+    assert events["rate.opening"] == {
+        "event": "rate.opening",
+        "log_level": "debug",
+        "per_s": 20.0,
+        "most": 20,
+    }
+    assert events["rate.opened"]["above"] == 1
+    assert events["rate.opened"]["let_through"] == 1
