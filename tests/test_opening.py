@@ -5,16 +5,16 @@ loopback, in virtual time."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 
 from orchestrator.opening import Opening, Refusal
-from orchestrator.pacing import Answer, Pacer
 from orchestrator.report import ExitCode, exit_code
 from orchestrator.simulator import RunningSimulator, SimConfig
+from tests.clikit import run_cli
 from tests.fakeclock import FakeClock
 from tests.rerunkit import make_ids, rerun
 from tests.sharedkit import pacers_on_one_store
@@ -187,20 +187,24 @@ async def test_no_opening_while_another_process_sends_on_the_shared_schedule(
 
 
 async def test_the_opening_is_logged_at_debug_when_it_starts_and_ends(tmp_path: Path) -> None:
-    clock = FakeClock()
-    pacer = Pacer(20.0, clock)
-    with capture_logs() as logs:
-        sent = await pacer.turn()
-        extra = pacer.extra()
-        assert extra is not None
-        pacer.observe(Answer(), sent_at=sent)
-        pacer.observe(Answer(throttled=True), sent_at=extra)
-    events = {e["event"]: e for e in logs if e["event"].startswith("rate.open")}
-    assert events["rate.opening"] == {
-        "event": "rate.opening",
-        "log_level": "debug",
-        "per_s": 20.0,
-        "most": 20,
-    }
-    assert events["rate.opened"]["above"] == 1
-    assert events["rate.opened"]["let_through"] == 1
+    """The real CLI at --log-level debug, against a limiter with a burst of 10 at 20/s:
+    rate.opening says the rate and the most it sends above it, rate.opened what went."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{run_id}\n" for run_id in make_ids(30)))
+    config = SimConfig(accept_any=True, rate=20.0, burst=10, rate_limit_headers="none")
+    async with RunningSimulator(config) as sim:
+        code, _, err = await run_cli(
+            *("rerun", str(ids), "--base-url", sim.base_url, "--rate", "20/s"),
+            *("--rate-store", "none", "--log-level", "debug", "--log-format", "json"),
+            cwd=tmp_path,
+            token=sim.config.token,
+        )
+    assert code == 0
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    opening = [e for e in events if e["event"] == "rate.opening"]
+    opened = [e for e in events if e["event"] == "rate.opened"]
+    assert [(e["per_s"], e["most"]) for e in opening] == [(20.0, 20)]
+    assert len(opened) == 1
+    # The first request and the burst of 10, and a paced one or two if the machine is slow.
+    assert 11 <= opened[0]["let_through"] <= 13
+    assert 10 <= opened[0]["above"] <= 20
