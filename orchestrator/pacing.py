@@ -539,6 +539,8 @@ class Pacer:
             opening.fault(now)
         refusal = opening.answer(now, sent_at, throttled=answer.throttled, remaining=remaining)
         self._log_if_opened(opening)
+        if not opening.open and now >= opening.paid_back():
+            self._opening = None  # nothing more to say: the rest of the run skips it
         if refusal is Refusal.NOT_OURS:
             return None
         self._note_stated(answer, stated)
