@@ -1,4 +1,4 @@
-"""Bytes per ID and operations per second: `orchestrator.idstore.IdStates` against a dict.
+"""Bytes per ID and operations per second: `orchestrator.ledger.idstore.IdStates` against a dict.
 
     python -m benchmarks.idstore_bench [--sizes 1000000 10000000]
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from benchmarks.workload import run_ids
-from orchestrator.idstore import IdState, IdStates
+from orchestrator.ledger.idstore import IdState, IdStates
 
 _CHUNK: Final = 10_000
 _PROBES: Final = 1_000_000

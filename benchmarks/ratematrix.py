@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from orchestrator.opening import OPENING_S
+from orchestrator.pacing.opening import OPENING_S
 from orchestrator.simulator.limiters import SlidingCounter
 
 Kind = Literal["unknown", "known", "control", "procs", "background", "shared"]

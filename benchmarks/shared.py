@@ -60,7 +60,7 @@ from benchmarks.ratematrix import Row, Target, efficiency, gcra, pick
 from benchmarks.serverlog import Seen, seen, seen_during
 from benchmarks.table import Report, progress, verdict
 from benchmarks.workload import write_ids
-from orchestrator.ratestore import Grant
+from orchestrator.shared.store import Grant
 
 LIMIT: Final = 10.0
 BURST: Final = 5
@@ -307,7 +307,7 @@ async def _time_reserves(reserve: Callable[[], Awaitable[Grant]], calls: int) ->
 
 
 async def _local_costs(directory: Path, calls: int) -> Costs:
-    from orchestrator.localstore import LocalStore  # noqa: PLC0415 - the product's, timed
+    from orchestrator.shared.localstore import LocalStore  # noqa: PLC0415 - the product's, timed
 
     store = LocalStore(directory, secrets.token_hex(16))
     try:
@@ -318,7 +318,7 @@ async def _local_costs(directory: Path, calls: int) -> Costs:
 
 
 async def _redis_costs(url: str, calls: int) -> Costs:
-    from orchestrator.redisstore import RedisStore  # noqa: PLC0415 - the optional extra
+    from orchestrator.shared.redisstore import RedisStore  # noqa: PLC0415 - the optional extra
 
     store = await RedisStore.connect(url, secrets.token_hex(16))
     try:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from orchestrator.ledger import (
+from orchestrator.ledger.records import (
     AttemptFailed,
     Dispatched,
     Failed,

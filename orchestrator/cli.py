@@ -17,12 +17,13 @@ from typing import Any, NoReturn
 
 import structlog
 
-from . import __version__
-from .commands import completion, config, report, rerun, select, simulate
-from .console import DropWhenGone, configure_logging, detach_stdout
-from .escape import escape
-from .report import ExitCode
-from .settings import ConfigError, environ, known_secrets
+from orchestrator import __version__
+from orchestrator.commands import completion, config, report, rerun, select, simulate
+from orchestrator.errors import ConfigError, ExitCode
+from orchestrator.escape import escape
+from orchestrator.settings import environ, known_secrets
+from orchestrator.ui.logs import configure_logging
+from orchestrator.ui.streams import DropWhenGone, detach_stdout
 
 PROG = "orchestrator"
 

@@ -56,3 +56,16 @@ def csv_cell(value: object) -> str:
     text = value if isinstance(value, str) else str(value)
     shown = escape(text)
     return "'" + shown if text.startswith(_FORMULA_STARTS) else shown
+
+
+# What the ledger keeps of a body it cannot read, for the operator to look into.
+RAW_EXCERPT_CHARS: Final = 200
+# C0 controls and DEL as visible escapes (non-ASCII is already escaped by then).
+_CONTROLS: Final = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
+
+def excerpt(body: bytes) -> str:
+    """The start of a body as printable ASCII: controls and non-ASCII as escapes, so a
+    hostile body can neither bloat the ledger nor drive a terminal that shows it."""
+    text = body[: RAW_EXCERPT_CHARS * 4].decode("utf-8", "replace")[:RAW_EXCERPT_CHARS]
+    return text.encode("ascii", "backslashreplace").decode("ascii").translate(_CONTROLS)

@@ -42,23 +42,18 @@ from pydantic_settings import (
 )
 from yarl import URL
 
-from .api import DEFAULT_BASE_URL
-from .budget import Limit
-from .ledger import FsyncPolicy
-from .metrics import STDOUT, default_job, job_problem
-from .rates import format_rate, parse_rate
-from .ratestore import StoreSpec, parse_store_spec
-from .spans import format_span, parse_span
+from orchestrator.api.client import DEFAULT_BASE_URL
+from orchestrator.errors import ConfigError
+from orchestrator.ledger.writer import FsyncPolicy
+from orchestrator.shared.store import StoreSpec, parse_store_spec
+from orchestrator.ui.metrics import STDOUT, default_job, job_problem
+from orchestrator.units import Limit, format_rate, format_span, parse_rate, parse_span
 
 TOKEN_ENV: Final = "ALTOSTRAT_TOKEN"  # noqa: S105 - the variable's name, not a secret
 BASE_URL_ENV: Final = "ALTOSTRAT_BASE_URL"
 ENV_PREFIX: Final = "ORCHESTRATOR_"
 # The documented limit of the API: 60 requests a minute per token.
 DEFAULT_RATE: Final = "60/min"
-
-
-class ConfigError(Exception):
-    """A usage or configuration problem, told to the user in one line (exit 2)."""
 
 
 class RerunSettings(BaseSettings):

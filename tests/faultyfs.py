@@ -1,6 +1,6 @@
 """Ledger file systems that fail: a disk that fills up, an fsync that reports an I/O error.
 
-Both stand in for `orchestrator.ledger.FileOps`, the writer's seam for its system calls;
+Both stand in for `orchestrator.ledger.writer.FileOps`, the writer's seam for its system calls;
 the file itself is real, so what is left behind is read back as a run would read it.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 
-from orchestrator.ledger import FileOps
+from orchestrator.ledger.writer import FileOps
 
 
 def os_error(code: int) -> OSError:

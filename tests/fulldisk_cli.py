@@ -12,7 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator import cli, engine, ledger
+from orchestrator import cli
+from orchestrator.ledger import writer as ledger
+from orchestrator.rerun import session as engine
 from tests.faultyfs import FailingFsync, FullDisk
 
 

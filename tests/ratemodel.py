@@ -18,8 +18,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from orchestrator.pacing import TokenBucket
-from orchestrator.ratecontrol import AdaptiveRate
+from orchestrator.pacing.adaptive import AdaptiveRate
+from orchestrator.pacing.bucket import TokenBucket
 from orchestrator.simulator.limiters import Decision, Limiter
 
 

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.ratestore import StoreError
-from orchestrator.redisstore import RedisStore
+from orchestrator.errors import StoreError
+from orchestrator.shared.redisstore import RedisStore
 from tests.serverprocess import ServerProcess
 
 START_TIMEOUT_S = 5.0

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.commands.rerun import FLAGS
-from orchestrator.engine import Plumbing, run_rerun
-from orchestrator.ledger import FileOps
-from orchestrator.pacing import Backoff, Clock
-from orchestrator.report import RunResult, Snapshot
+from orchestrator.ledger.writer import FileOps
+from orchestrator.outcome import RunResult, Snapshot
+from orchestrator.pacing.backoff import Backoff
+from orchestrator.pacing.clock import Clock
+from orchestrator.rerun.session import Plumbing, run_rerun
 from orchestrator.settings import load_settings
 from orchestrator.simulator import RunningSimulator
 from tests.fakeclock import FakeClock

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.localstore import LocalStore
-from orchestrator.pacing import Pacer
-from orchestrator.sharedrate import SharedSchedule
+from orchestrator.pacing.pacer import Pacer
+from orchestrator.shared.localstore import LocalStore
+from orchestrator.shared.schedule import SharedSchedule
 from tests.fakeclock import FakeClock
 
 

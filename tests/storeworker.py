@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.localstore import FILE_NAME, LocalStore
-from orchestrator.ratestore import StoreError
+from orchestrator.errors import StoreError
+from orchestrator.shared.localstore import FILE_NAME, LocalStore
 
 HELD_PAUSE_S = 250.0  # under MAX_PAUSE_S, so it would be obeyed if committed
 

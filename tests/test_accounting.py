@@ -24,10 +24,12 @@ from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
 from orchestrator.commands.rerun import FLAGS, _unread_lines, resume_command
-from orchestrator.engine import Plumbing, Rerun
-from orchestrator.idstore import IdSet, IdState
-from orchestrator.ledger import Dispatched, Finished, ResumeState, Succeeded, replay
-from orchestrator.report import ExitCode, RunResult, StopReason, Tally, exit_code, summary
+from orchestrator.errors import ExitCode
+from orchestrator.ledger.idstore import IdSet, IdState
+from orchestrator.ledger.records import Dispatched, Finished, Succeeded
+from orchestrator.ledger.replay import ResumeState, replay
+from orchestrator.outcome import RunResult, StopReason, Tally, exit_code, summary
+from orchestrator.rerun.session import Plumbing, Rerun
 from orchestrator.settings import load_settings
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.fakeclock import FakeClock

@@ -11,8 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.pacing import LONE_MOST, TIMING_MOST, Answer, Circuit, Pacer, RateHint
-from orchestrator.ratecontrol import AdaptiveRate, Phase, proven_rate
+from orchestrator.api.headers import RateHint
+from orchestrator.api.outcomes import Answer
+from orchestrator.pacing.adaptive import AdaptiveRate, Phase, proven_rate
+from orchestrator.pacing.circuit import Circuit
+from orchestrator.pacing.pacer import LONE_MOST, TIMING_MOST, Pacer
 from orchestrator.simulator.limiters import (
     GCRA,
     Background,

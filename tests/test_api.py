@@ -10,20 +10,17 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-from orchestrator.api import (
-    RAW_EXCERPT_CHARS,
+from orchestrator.api.client import AltostratClient, parse_accepted
+from orchestrator.api.headers import RateHint, rate_hint
+from orchestrator.api.outcomes import (
     Abort,
     Accepted,
-    AltostratClient,
     Failed,
     Outcome,
     Retryable,
     classify_status,
-    excerpt,
-    parse_accepted,
-    rate_hint,
 )
-from orchestrator.pacing import RateHint
+from orchestrator.escape import RAW_EXCERPT_CHARS, excerpt
 
 
 class _Response(aiohttp.ClientResponse):

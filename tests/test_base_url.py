@@ -11,7 +11,8 @@ import anyio
 import pytest
 
 from orchestrator.commands.rerun import FLAGS
-from orchestrator.settings import ConfigError, base_url_problem, load_settings
+from orchestrator.errors import ConfigError
+from orchestrator.settings import base_url_problem, load_settings
 from orchestrator.simulator import RunningSimulator, SimConfig
 
 PASSWORD = "pw-Secr3t-0451"

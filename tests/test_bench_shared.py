@@ -30,7 +30,7 @@ from benchmarks.shared import (
     stored_schedules,
     wanted,
 )
-from orchestrator.localstore import LocalStore
+from orchestrator.shared.localstore import LocalStore
 
 REDIS = "redis://127.0.0.1:6390/0"
 ROWS = shared_rows(REDIS)

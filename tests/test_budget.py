@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.budget import MIN_SAMPLE, ErrorBudget, Limit, error_class
+from orchestrator.rerun.budget import ErrorBudget, error_class
+from orchestrator.units import MIN_SAMPLE, Limit
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,10 @@ import random
 
 import pytest
 
-from orchestrator.api import Failed, Retryable
-from orchestrator.calls import RetryNote, call_with_retries
-from orchestrator.pacing import Backoff, Pacer
+from orchestrator.api.outcomes import Failed, Retryable
+from orchestrator.pacing.backoff import Backoff
+from orchestrator.pacing.pacer import Pacer
+from orchestrator.pacing.retry import RetryNote, call_with_retries
 from tests.fakeclock import FakeClock
 
 BUSY = Retryable(503, "server_error", True)

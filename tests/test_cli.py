@@ -16,7 +16,7 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
-from orchestrator.ledger import FsyncPolicy, LedgerWriter
+from orchestrator.ledger.writer import FsyncPolicy, LedgerWriter
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.rerunkit import make_ids, read_ledger
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.console import RedactSecrets
 from orchestrator.simulator import RunningSimulator, SimConfig
+from orchestrator.ui.logs import RedactSecrets
 from tests.clikit import run_cli
 from tests.rerunkit import make_ids
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from orchestrator.ledger import replay_file
+from orchestrator.ledger.replay import replay_file
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.rerunkit import make_ids
 from tests.test_cli import TOKEN, _wait_for_event, env, write_ids

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.report import ExitCode, exit_code
+from orchestrator.errors import ExitCode
+from orchestrator.outcome import exit_code
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.fakeclock import FakeClock
 from tests.rerunkit import make_ids, rerun

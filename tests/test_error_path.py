@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.console import print_summary
-from orchestrator.idstore import IdState
-from orchestrator.ledger import replay
-from orchestrator.report import LedgerReport
+from orchestrator.ledger.idstore import IdState
+from orchestrator.ledger.replay import replay
+from orchestrator.ledger.report import LedgerReport
 from orchestrator.simulator import RunningSimulator, SimConfig
+from orchestrator.ui.summary import print_summary
 
 TOKEN = "tok-error-path-12-padded-to-look-like-a-real-jwt"
 AT = "2026-11-30T12:00:00.000Z"
@@ -302,7 +302,7 @@ sys.exit(main(sys.argv[1:]))
 BUGS = {
     "rerun": ("orchestrator.commands.rerun", "run_rerun", ["rerun", "-"]),
     "select": ("orchestrator.commands.select", "run_select", ["select", "--workflow", "fl_a"]),
-    "report": ("orchestrator.report.LedgerReport", "feed_lines", ["report", "l.jsonl"]),
+    "report": ("orchestrator.ledger.report.LedgerReport", "feed_lines", ["report", "l.jsonl"]),
     "config show": ("orchestrator.commands.config", "describe", ["config", "show"]),
 }
 
@@ -311,7 +311,8 @@ async def crash(command: str, cwd: Path, *more: str) -> tuple[int, str, str]:
     module, name, args = BUGS[command]
     if module.endswith("LedgerReport"):  # a class: patch it where it lives
         script = CRASH.replace(
-            "import {module} as target", "from orchestrator.report import LedgerReport as target"
+            "import {module} as target",
+            "from orchestrator.ledger.report import LedgerReport as target",
         )
     else:
         script = CRASH.replace("{module}", module)

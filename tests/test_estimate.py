@@ -19,11 +19,8 @@ import anyio
 import pytest
 
 from orchestrator.commands.rerun import FLAGS, plan_text
-from orchestrator.engine import Plan, Plumbing, run_rerun
-from orchestrator.localstore import LocalStore
-from orchestrator.ratestore import fingerprint
-from orchestrator.report import (
-    ExitCode,
+from orchestrator.errors import ExitCode
+from orchestrator.outcome import (
     StopReason,
     effective_rate,
     estimate_text,
@@ -32,9 +29,12 @@ from orchestrator.report import (
     rate_text,
     summary,
 )
+from orchestrator.rerun.session import Plan, Plumbing, run_rerun
 from orchestrator.settings import load_settings
+from orchestrator.shared.localstore import LocalStore
+from orchestrator.shared.store import fingerprint
 from orchestrator.simulator import RunningSimulator, SimConfig
-from orchestrator.spans import format_duration
+from orchestrator.units import format_duration
 from tests.clikit import run_cli
 from tests.fakeclock import FakeClock
 from tests.rerunkit import make_ids, read_ledger, rerun

@@ -20,17 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.idstore import IdState
-from orchestrator.ledger import (
-    Dispatched,
-    FsyncPolicy,
-    LedgerUnwritable,
-    LedgerWriter,
-    Rejected,
-    Succeeded,
-    replay_file,
-)
-from orchestrator.report import ExitCode, RunResult, StopReason, Tally, exit_code, summary
+from orchestrator.errors import ExitCode, LedgerUnwritable
+from orchestrator.ledger.idstore import IdState
+from orchestrator.ledger.records import Dispatched, Rejected, Succeeded
+from orchestrator.ledger.replay import replay_file
+from orchestrator.ledger.writer import FsyncPolicy, LedgerWriter
+from orchestrator.outcome import RunResult, StopReason, Tally, exit_code, summary
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.faultyfs import FailingFsync, FullDisk, NoTruncate
 from tests.rerunkit import make_ids, read_ledger, rerun

@@ -20,13 +20,13 @@ import pytest
 from orchestrator import cli
 from orchestrator.commands import report as report_command
 from orchestrator.commands.rerun import FLAGS
-from orchestrator.console import DropWhenGone
-from orchestrator.engine import Plumbing, run_rerun
-from orchestrator.ledger import replay_file
-from orchestrator.report import ExitCode, StopReason, exit_code
+from orchestrator.errors import ExitCode, InputError
+from orchestrator.ledger.replay import replay_file
+from orchestrator.outcome import StopReason, exit_code
+from orchestrator.rerun.session import Plumbing, run_rerun
 from orchestrator.settings import load_settings
 from orchestrator.simulator import RunningSimulator, SimConfig
-from orchestrator.source import InputError
+from orchestrator.ui.streams import DropWhenGone
 from tests.fakeclock import FakeClock
 from tests.rerunkit import make_ids, read_ledger
 from tests.test_cli import TOKEN, _wait_for_event, env, write_ids

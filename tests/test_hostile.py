@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.api import classify_status, ignored_headers, rate_hint
-from orchestrator.pacing import Answer, Pacer, parse_retry_after
+from orchestrator.api.headers import ignored_headers, parse_retry_after, rate_hint
+from orchestrator.api.outcomes import Answer, classify_status
+from orchestrator.pacing.pacer import Pacer
 from tests.clikit import run_cli
 from tests.fakeclock import FakeClock
 from tests.hostileserver import CUT, SILENT, accepted, hostile_server, respond

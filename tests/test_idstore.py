@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
-from orchestrator.idstore import IdState, IdStates
+from orchestrator.ledger.idstore import IdState, IdStates
 
 # Short suffixes over a tiny alphabet: many IDs are prefixes of others ("fl_run_a",
 # "fl_run_ab") and share buckets, which is where a byte-level store could go wrong.

@@ -10,21 +10,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import orchestrator.ledger as ledger_module
-from orchestrator.idstore import IdState
-from orchestrator.ledger import (
+import orchestrator.ledger.writer as ledger_module
+from orchestrator.errors import LedgerLocked
+from orchestrator.ledger.idstore import IdState
+from orchestrator.ledger.records import (
     AttemptFailed,
     Dispatched,
     Failed,
-    FsyncPolicy,
-    LedgerLocked,
-    LedgerWriter,
     Rejected,
     Succeeded,
-    replay,
-    replay_file,
     utc_now,
 )
+from orchestrator.ledger.replay import replay, replay_file
+from orchestrator.ledger.writer import FsyncPolicy, LedgerWriter
 
 AT = "2026-11-30T12:00:00.000Z"
 

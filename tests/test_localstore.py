@@ -24,8 +24,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.localstore import BUSY_TIMEOUT_S, FILE_NAME, LocalStore
-from orchestrator.ratestore import (
+from orchestrator.errors import StoreError, StoreSpecError
+from orchestrator.shared.localstore import BUSY_TIMEOUT_S, FILE_NAME, LocalStore
+from orchestrator.shared.store import (
     LEARNED_TTL_S,
     MAX_AHEAD_S,
     MAX_PAUSE_S,
@@ -34,9 +35,7 @@ from orchestrator.ratestore import (
     How,
     Schedule,
     SharedLimit,
-    StoreError,
     StoreSpec,
-    StoreSpecError,
     fingerprint,
     parse_store_spec,
     pause_step,
@@ -862,8 +861,8 @@ async def test_a_live_lock_holder_fails_the_others_after_the_busy_timeout(
 OPENER = """
 import sys, time
 from pathlib import Path
-from orchestrator.localstore import LocalStore
-from orchestrator.ratestore import StoreError
+from orchestrator.shared.localstore import LocalStore
+from orchestrator.errors import StoreError
 moment = float(sys.argv[2])
 while time.time() < moment:
     pass

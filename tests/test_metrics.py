@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.metrics import (
+from orchestrator.outcome import summary
+from orchestrator.simulator import RunningSimulator, SimConfig
+from orchestrator.ui.metrics import (
     JOB_MAX,
     STDOUT,
     default_job,
@@ -22,8 +24,6 @@ from orchestrator.metrics import (
     write_metrics,
     write_summary_json,
 )
-from orchestrator.report import summary
-from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.rerunkit import make_ids, rerun
 
 JOB = (("job", "j"),)  # the labels of a series with no label of its own, for job "j"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.metrics import render_metrics
 from orchestrator.simulator import RunningSimulator, SimConfig
+from orchestrator.ui.metrics import render_metrics
 from tests.clikit import run_cli
 from tests.nodeexporter import (
     NodeExporter,

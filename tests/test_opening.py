@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.opening import Opening, Refusal
-from orchestrator.report import ExitCode, exit_code
+from orchestrator.errors import ExitCode
+from orchestrator.outcome import exit_code
+from orchestrator.pacing.opening import Opening, Refusal
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.clikit import run_cli
 from tests.fakeclock import FakeClock

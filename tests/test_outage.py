@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from orchestrator.api.outcomes import Answer
 from orchestrator.commands.rerun import FLAGS
-from orchestrator.engine import Plumbing, run_rerun
-from orchestrator.idstore import IdState
-from orchestrator.ledger import replay_file
-from orchestrator.pacing import Answer, OutageError, Pacer
-from orchestrator.report import ExitCode, RunResult, StopReason, exit_code, summary
+from orchestrator.errors import ExitCode, OutageError
+from orchestrator.ledger.idstore import IdState
+from orchestrator.ledger.replay import replay_file
+from orchestrator.outcome import RunResult, StopReason, exit_code, summary
+from orchestrator.pacing.pacer import Pacer
+from orchestrator.rerun.session import Plumbing, run_rerun
 from orchestrator.settings import load_settings
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.clikit import run_cli

@@ -17,9 +17,10 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.console import configure_logging, print_summary
 from orchestrator.escape import csv_cell, escape
-from orchestrator.ledger import Dispatched, Failed, Rejected, SessionStarted, Succeeded
+from orchestrator.ledger.records import Dispatched, Failed, Rejected, SessionStarted, Succeeded
+from orchestrator.ui.logs import configure_logging
+from orchestrator.ui.summary import print_summary
 from tests.clikit import run_cli
 
 AT = "2026-11-30T12:00:00.000Z"

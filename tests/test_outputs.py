@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from orchestrator.commands.rerun import with_outputs
-from orchestrator.report import ExitCode
+from orchestrator.errors import ExitCode
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.clikit import run_cli
 from tests.rerunkit import make_ids

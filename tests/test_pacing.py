@@ -11,20 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.pacing import (
-    CAP_MARGIN,
-    MAX_RETRY_AFTER_S,
-    MAX_SEND_LAG_S,
-    SEND_SLACK,
-    Backoff,
-    Pacer,
-    Pause,
-    RealClock,
-    SendTimer,
-    TokenBucket,
-    parse_retry_after,
-)
-from orchestrator.rates import format_rate, parse_rate
+from orchestrator.api.headers import MAX_RETRY_AFTER_S, parse_retry_after
+from orchestrator.pacing.backoff import Backoff, Pause
+from orchestrator.pacing.bucket import MAX_SEND_LAG_S, SendTimer, TokenBucket
+from orchestrator.pacing.clock import RealClock
+from orchestrator.pacing.pacer import CAP_MARGIN, SEND_SLACK, Pacer
+from orchestrator.units import format_rate, parse_rate
 from tests.fakeclock import FakeClock
 
 

@@ -18,7 +18,9 @@ import anyio.to_thread
 import pytest
 from rich.console import Console
 
-from orchestrator.progress import (
+from orchestrator.outcome import Snapshot
+from orchestrator.simulator import RunningSimulator, SimConfig
+from orchestrator.ui.progress import (
     LinesAbove,
     ProgressView,
     count_lines,
@@ -26,8 +28,6 @@ from orchestrator.progress import (
     format_duration,
     live_progress,
 )
-from orchestrator.report import Snapshot
-from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.rerunkit import make_ids, rerun
 
 

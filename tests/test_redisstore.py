@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from orchestrator.ratestore import (
+from orchestrator.errors import StoreError
+from orchestrator.shared.redisstore import EXPIRE_S, KEY_PREFIX, RedisStore, redis_key
+from orchestrator.shared.store import (
     LEARNED_TTL_S,
     MAX_PAUSE_S,
     STATED_TTL_S,
@@ -31,12 +33,10 @@ from orchestrator.ratestore import (
     How,
     Schedule,
     SharedLimit,
-    StoreError,
     pause_step,
     publish_step,
     reserve_step,
 )
-from orchestrator.redisstore import EXPIRE_S, KEY_PREFIX, RedisStore, redis_key
 from tests.redisserver import (
     RedisServer,
     Slot,

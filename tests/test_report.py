@@ -14,19 +14,18 @@ from pathlib import Path
 import anyio
 import pytest
 
-from orchestrator.idstore import IdState
-from orchestrator.ledger import (
+from orchestrator.ledger.idstore import IdState
+from orchestrator.ledger.records import (
     AttemptFailed,
     Dispatched,
     Failed,
-    FsyncPolicy,
-    LedgerWriter,
     Rejected,
     SessionEnded,
     SessionStarted,
     Succeeded,
 )
-from orchestrator.report import LedgerReport
+from orchestrator.ledger.report import LedgerReport
+from orchestrator.ledger.writer import FsyncPolicy, LedgerWriter
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.rerunkit import make_ids
 

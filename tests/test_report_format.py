@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.console import print_summary
-from orchestrator.report import LedgerReport
+from orchestrator.ledger.report import LedgerReport
+from orchestrator.ui.summary import print_summary
 from tests.rerunkit import make_ids
 from tests.test_cli import orchestrator, write_ids
 from tests.test_report import ledger_lines, two_sessions, write_ledger

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from orchestrator.report import ExitCode, StopReason, exit_code, summary
+from orchestrator.errors import ExitCode
+from orchestrator.outcome import StopReason, exit_code, summary
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.fakeclock import FakeClock
 from tests.rerunkit import make_ids, read_ledger, rerun

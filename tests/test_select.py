@@ -21,19 +21,14 @@ import pytest
 from aioresponses import aioresponses
 from structlog.testing import capture_logs
 
-from orchestrator.api import (
-    AltostratClient,
-    ExecutionsPage,
-    Failed,
-    Retryable,
-    RunObject,
-)
+from orchestrator.api.client import AltostratClient
+from orchestrator.api.models import ExecutionsPage, RunObject
+from orchestrator.api.outcomes import Failed, Retryable
 from orchestrator.cli import main
+from orchestrator.errors import ExitCode
 from orchestrator.ids import parse_line
-from orchestrator.pacing import Backoff
-from orchestrator.report import ExitCode
-from orchestrator.selection import Criteria
-from orchestrator.selector import (
+from orchestrator.pacing.backoff import Backoff
+from orchestrator.select.session import (
     SelectOutcome,
     SelectPlumbing,
     SelectResult,
@@ -41,6 +36,7 @@ from orchestrator.selector import (
     exit_code,
     run_select,
 )
+from orchestrator.select.walk import Criteria
 from orchestrator.simulator import RunningSimulator, SimConfig
 from orchestrator.simulator.models import Run
 from tests.fakeclock import FakeClock

@@ -16,11 +16,10 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from orchestrator.api import WorkflowList
-from orchestrator.pacing import Backoff
-from orchestrator.report import ExitCode
-from orchestrator.selection import Criteria, read_workflows
-from orchestrator.selector import (
+from orchestrator.api.models import WorkflowList
+from orchestrator.errors import ExitCode
+from orchestrator.pacing.backoff import Backoff
+from orchestrator.select.session import (
     SelectOutcome,
     SelectPlumbing,
     SelectResult,
@@ -28,6 +27,7 @@ from orchestrator.selector import (
     exit_code,
     run_select,
 )
+from orchestrator.select.walk import Criteria, read_workflows
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.clikit import read_announcement, run_cli
 from tests.fakeclock import FakeClock

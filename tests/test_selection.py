@@ -12,15 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.api import ExecutionsPage
-from orchestrator.selection import (
+from orchestrator.api.models import ExecutionsPage
+from orchestrator.errors import PagingError
+from orchestrator.select.walk import (
     EXTRA_PAGES,
     MAX_IDLE_PAGES,
     MAX_STEP_BACKS,
     Criteria,
     Listed,
     Page,
-    PagingError,
     Unreadable,
     Verdict,
     Walk,

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.budget import Limit
 from orchestrator.commands.rerun import FLAGS
-from orchestrator.ledger import FsyncPolicy
-from orchestrator.settings import KEYS, ConfigError, load_settings, load_token, token_status
+from orchestrator.errors import ConfigError
+from orchestrator.ledger.writer import FsyncPolicy
+from orchestrator.settings import KEYS, load_settings, load_token, token_status
+from orchestrator.units import Limit
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"

@@ -19,26 +19,28 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
+from orchestrator.api.outcomes import Answer
 from orchestrator.commands.rerun import FLAGS
-from orchestrator.localstore import FILE_NAME, LocalStore
-from orchestrator.metrics import render_metrics
-from orchestrator.pacing import TRUST_S, Answer, Pacer, RealClock
-from orchestrator.ratestore import (
+from orchestrator.errors import ConfigError, ExitCode, StoreError
+from orchestrator.outcome import exit_code, summary
+from orchestrator.pacing.clock import RealClock
+from orchestrator.pacing.pacer import TRUST_S, Pacer
+from orchestrator.select.session import SelectPlumbing, SelectSettings, run_select
+from orchestrator.select.session import summary as select_summary
+from orchestrator.select.walk import Criteria
+from orchestrator.settings import load_settings
+from orchestrator.shared.localstore import FILE_NAME, LocalStore
+from orchestrator.shared.schedule import SharedSchedule
+from orchestrator.shared.store import (
     Grant,
     How,
     SharedLimit,
-    StoreError,
     StoreSpec,
     fingerprint,
     state_directory,
 )
-from orchestrator.report import ExitCode, exit_code, summary
-from orchestrator.selection import Criteria
-from orchestrator.selector import SelectPlumbing, SelectSettings, run_select
-from orchestrator.selector import summary as select_summary
-from orchestrator.settings import ConfigError, load_settings
-from orchestrator.sharedrate import SharedSchedule
 from orchestrator.simulator import RunningSimulator, SimConfig
+from orchestrator.ui.metrics import render_metrics
 from tests.fakeclock import FakeClock
 from tests.redisserver import redis_server, redis_url  # noqa: F401 - fixtures
 from tests.rerunkit import Outcome, make_ids, rerun

@@ -19,10 +19,10 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from orchestrator.console import print_summary
-from orchestrator.ledger import FsyncPolicy, LedgerWriter, flock_holder, lock_holder
-from orchestrator.progress import ProgressView
+from orchestrator.ledger.writer import FsyncPolicy, LedgerWriter, flock_holder, lock_holder
 from orchestrator.simulator import RunningSimulator, SimConfig
+from orchestrator.ui.progress import ProgressView
+from orchestrator.ui.summary import print_summary
 from tests.clikit import run_cli
 from tests.rerunkit import make_ids
 from tests.test_progress import Script, snap

@@ -13,9 +13,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from orchestrator.console import print_summary
-from orchestrator.report import ExitCode, LedgerReport, exit_code, summary
+from orchestrator.errors import ExitCode
+from orchestrator.ledger.report import LedgerReport
+from orchestrator.outcome import exit_code, summary
 from orchestrator.simulator import RunningSimulator, SimConfig
+from orchestrator.ui.summary import print_summary
 from tests.fakeclock import FakeClock
 from tests.rerunkit import make_ids, read_ledger, rerun
 from tests.test_cli import TOKEN, _wait_for_event, env, write_ids

@@ -10,9 +10,9 @@ import argparse
 from pathlib import Path
 from typing import Final
 
-from ..console import LEVELS
-from ..ledger import FsyncPolicy
-from ..settings import KEYS, Loaded, load_settings
+from orchestrator.ledger.writer import FsyncPolicy
+from orchestrator.settings import KEYS, Loaded, load_settings
+from orchestrator.ui.logs import LEVELS
 
 # settings field -> the flag that sets it, so validation errors name what the user typed
 FLAGS: Final = {

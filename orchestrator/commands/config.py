@@ -6,11 +6,11 @@ import argparse
 import json
 import sys
 
-from ..console import configure_logging
-from ..escape import escape
-from ..ratestore import fingerprint
-from ..settings import (
-    ConfigError,
+from orchestrator.commands._flags import add_settings_arguments, settings_from
+from orchestrator.commands._types import Subcommands
+from orchestrator.errors import ConfigError
+from orchestrator.escape import escape
+from orchestrator.settings import (
     RerunSettings,
     describe,
     environ,
@@ -19,8 +19,8 @@ from ..settings import (
     token_status,
     typed,
 )
-from ._flags import add_settings_arguments, settings_from
-from ._types import Subcommands
+from orchestrator.shared.store import fingerprint
+from orchestrator.ui.logs import configure_logging
 
 CONFIG_EXAMPLES = """\
 examples:

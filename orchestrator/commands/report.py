@@ -12,14 +12,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO, Final, TextIO
 
-from ..console import configure_logging, print_summary
-from ..escape import csv_cell, escape
-from ..idstore import IdState
-from ..ledger import read_records
-from ..report import ExitCode, LedgerReport
-from ..settings import ConfigError, environ, known_secrets
-from ._flags import add_log_arguments
-from ._types import Subcommands
+from orchestrator.commands._flags import add_log_arguments
+from orchestrator.commands._types import Subcommands
+from orchestrator.errors import ConfigError, ExitCode
+from orchestrator.escape import csv_cell, escape
+from orchestrator.ledger.idstore import IdState
+from orchestrator.ledger.records import read_records
+from orchestrator.ledger.report import LedgerReport
+from orchestrator.settings import environ, known_secrets
+from orchestrator.ui.logs import configure_logging
+from orchestrator.ui.summary import print_summary
 
 REPORT_EXAMPLES = """\
 examples:

@@ -16,22 +16,13 @@ import anyio
 import structlog
 from rich.console import Console
 
-from ..console import configure_logging, detach_stdout, print_summary, resolve_format
-from ..engine import Plan, Plumbing, run_rerun
-from ..ledger import LedgerLocked
-from ..metrics import STDOUT, write_metrics, write_summary_json
-from ..progress import LinesAbove, count_lines, live_progress
-from ..report import (
-    ExitCode,
-    RunResult,
-    StopReason,
-    estimate_text,
-    exit_code,
-    rate_text,
-    summary,
-)
-from ..settings import (
-    ConfigError,
+from orchestrator.commands._flags import FLAGS, add_settings_arguments, settings_from
+from orchestrator.commands._paths import ledger_problem, output_problem
+from orchestrator.commands._types import Subcommands
+from orchestrator.errors import ConfigError, ExitCode, InputError, LedgerLocked
+from orchestrator.outcome import RunResult, StopReason, estimate_text, exit_code, rate_text, summary
+from orchestrator.rerun.session import Plan, Plumbing, run_rerun
+from orchestrator.settings import (
     Loaded,
     RerunSettings,
     environ,
@@ -39,10 +30,11 @@ from ..settings import (
     load_token,
     warn_if_short,
 )
-from ..source import InputError
-from ._flags import FLAGS, add_settings_arguments, settings_from
-from ._paths import ledger_problem, output_problem
-from ._types import Subcommands
+from orchestrator.ui.logs import configure_logging, resolve_format
+from orchestrator.ui.metrics import STDOUT, write_metrics, write_summary_json
+from orchestrator.ui.progress import LinesAbove, count_lines, live_progress
+from orchestrator.ui.streams import detach_stdout
+from orchestrator.ui.summary import print_summary
 
 __all__ = ["FLAGS", "add_parser", "run"]
 

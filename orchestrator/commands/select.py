@@ -11,10 +11,11 @@ from pathlib import Path
 import anyio
 import structlog
 
-from ..console import configure_logging, detach_stdout
-from ..pacing import RealClock
-from ..selection import STATUSES, Criteria, parse_time, workflow_problem
-from ..selector import (
+from orchestrator.commands._flags import add_config_argument, add_log_arguments
+from orchestrator.commands._types import Subcommands
+from orchestrator.errors import ConfigError
+from orchestrator.pacing.clock import RealClock
+from orchestrator.select.session import (
     SelectOutcome,
     SelectPlumbing,
     SelectSettings,
@@ -22,9 +23,10 @@ from ..selector import (
     run_select,
     summary,
 )
-from ..settings import ConfigError, environ, load_settings, load_token, warn_if_short
-from ._flags import add_config_argument, add_log_arguments
-from ._types import Subcommands
+from orchestrator.select.walk import STATUSES, Criteria, parse_time, workflow_problem
+from orchestrator.settings import environ, load_settings, load_token, warn_if_short
+from orchestrator.ui.logs import configure_logging
+from orchestrator.ui.streams import detach_stdout
 
 SELECT_EXAMPLES = """\
 examples:

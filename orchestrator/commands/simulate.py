@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..simulator import serve
-from ._types import Subcommands
+from orchestrator.commands._types import Subcommands
+from orchestrator.simulator import serve
 
 SIMULATE_EXAMPLES = """\
 examples:

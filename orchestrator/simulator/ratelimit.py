@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from orchestrator.rates import format_rate
 from orchestrator.simulator.config import SimConfig
 from orchestrator.simulator.limiters import (
     GCRA,
@@ -28,6 +27,7 @@ from orchestrator.simulator.limiters import (
     SlidingCounter,
     SlidingLog,
 )
+from orchestrator.units import format_rate
 
 # Float slack, so that a wait of exactly 2 s is not sent as 3.
 _EPSILON: Final = 1e-9

@@ -17,10 +17,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from orchestrator.rates import parse_rate
 from orchestrator.simulator.config import HEADER_STYLES, LIMITER_SHAPES, SimConfig
 from orchestrator.simulator.ratelimit import describe
 from orchestrator.simulator.server import RunningSimulator
+from orchestrator.units import parse_rate
 
 # How --error-rate is shared out among the hard failures: 500, 502, 503, dropped connection.
 ERROR_MIX: Final = (0.4, 0.2, 0.3, 0.1)

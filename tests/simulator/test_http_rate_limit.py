@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.api import rate_hint
+from orchestrator.api.headers import rate_hint
 from orchestrator.simulator import SimConfig
 from tests.simfixture import SimHarness, sim_harness
 
@@ -169,7 +169,7 @@ async def test_each_shape_refuses_and_lets_through_as_it_should(
 async def test_the_client_reads_the_true_per_second_limit(
     style: str, kwargs: dict[str, Any], at_once: int
 ) -> None:
-    """What `orchestrator.api.rate_hint` makes of each style: the limit per second, and
+    """What `orchestrator.api.headers.rate_hint` makes of each style: the limit per second, and
     what is left of what a fresh token lets through at once."""
     config = SimConfig(runs=3, rate_limit_headers=style, **kwargs)  # type: ignore[arg-type]
     async with sim_harness(config) as sim:

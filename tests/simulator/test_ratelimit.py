@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.api import rate_hint
+from orchestrator.api.headers import rate_hint
 from orchestrator.simulator import SimConfig
 from orchestrator.simulator.limiters import (
     GCRA,

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, TextIO
 
-from . import __version__
+from orchestrator import __version__
 
 PREFIX: Final = "orchestrator_"
 LAST_SUCCESS: Final = f"{PREFIX}last_success_timestamp_seconds"

@@ -18,8 +18,8 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from .ids import read_capped_lines
-from .settings import ConfigError
+from orchestrator.errors import ConfigError
+from orchestrator.ids import read_capped_lines
 
 # Lines handed over from the reader thread at a time: amortises the thread hop.
 _BATCH_LINES: Final = 512
@@ -33,10 +33,6 @@ class InputFailed:
 
 
 Batch = list[bytes] | InputFailed
-
-
-class InputError(Exception):
-    """The input could not be read to its end; what was read before it has been handled."""
 
 
 def open_source(source: str, stdin: BinaryIO | None = None) -> BinaryIO:

@@ -21,8 +21,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .rates import format_rate
-from .report import Snapshot
+from orchestrator.outcome import Snapshot
+from orchestrator.units import format_rate
 
 # Current rate: requests answered over the last few seconds.
 RATE_WINDOW_S: Final = 5.0

@@ -39,9 +39,10 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .api import ExecutionsPage, RunObject, WorkflowList
-from .ids import RUN_ID_PREFIX, is_run_id
-from .spans import is_span, parse_span
+from orchestrator.api.models import ExecutionsPage, RunObject, WorkflowList
+from orchestrator.errors import PagingError
+from orchestrator.ids import RUN_ID_PREFIX, is_run_id
+from orchestrator.units import is_span, parse_span
 
 STATUSES: Final = ("pending", "running", "completed", "failed", "awaiting_ui_interaction")
 
@@ -263,10 +264,6 @@ def read_page(number: int, page: ExecutionsPage) -> Page:
         total=meta.total if meta else None,
         has_next=(links.next is not None) if links else None,
     )
-
-
-class PagingError(Exception):
-    """The server's pages cannot be walked to their end; the message says why."""
 
 
 @dataclass

@@ -26,14 +26,14 @@ from typing import Final, TypeVar
 
 import structlog
 
-from .localstore import FILE_NAME, LocalStore
-from .ratestore import (
+from orchestrator.errors import StoreError
+from orchestrator.shared.localstore import FILE_NAME, LocalStore
+from orchestrator.shared.store import (
     BudgetReport,
     Grant,
     How,
     RateStore,
     SharedLimit,
-    StoreError,
     StoreSpec,
     fingerprint,
 )
@@ -240,7 +240,7 @@ async def _open_store(spec: StoreSpec, key: str, now: Now) -> RateStore:
     """The store SPEC names (not `none`), for the schedule `key`; StoreError when it cannot
     be opened."""
     if spec.kind == "redis":
-        from .redisstore import RedisStore  # noqa: PLC0415 - the optional extra
+        from orchestrator.shared.redisstore import RedisStore  # noqa: PLC0415 - the optional extra
 
         assert spec.url is not None
         return await RedisStore.connect(spec.url, key)

@@ -15,8 +15,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .api import Retryable, answer_of
-from .pacing import Backoff, Clock, Pacer, log_pacing
+from orchestrator.api.outcomes import Retryable, answer_of
+from orchestrator.pacing.backoff import Backoff
+from orchestrator.pacing.clock import Clock
+from orchestrator.pacing.pacer import Pacer, log_pacing
 
 # Requests one call may make at most, 429s included (they do not count against
 # max_attempts: they are pacing), so the loop stays bounded.

@@ -10,19 +10,16 @@ on it. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from orchestrator.units import Limit
+
 ErrorClass = Literal["client", "server"]
 
-# A percentage is judged only once this many IDs have settled: the first failure of a
-# run is not "100% failed".
-MIN_SAMPLE: Final = 20
 
 _CLIENT_ERRORS: Final = frozenset({"not_found", "client_error", "unexpected_status"})
 _SERVER_ERRORS: Final = frozenset({"server_error", "timeout", "connection"})
-_LIMIT: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*")
 
 
 def error_class(error: str) -> ErrorClass | None:
@@ -32,37 +29,6 @@ def error_class(error: str) -> ErrorClass | None:
     if error in _SERVER_ERRORS:
         return "server"
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """At most `count` failures, or at most `percent` of the IDs settled so far."""
-
-    count: int | None = None
-    percent: float | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Limit:
-        match = _LIMIT.fullmatch(text)
-        if match is None:
-            raise ValueError(f"{text!r} is not a count like 10 or a share like 5%")
-        number, percent = float(match.group(1)), match.group(2) == "%"
-        if percent:
-            if not 0 < number <= 100:
-                raise ValueError(f"{text!r} must be above 0% and at most 100%")
-            return cls(percent=number)
-        if number != int(number) or number < 1:
-            raise ValueError(f"{text!r} must be a whole number of at least 1")
-        return cls(count=int(number))
-
-    def spent(self, failed: int, settled: int) -> bool:
-        if self.count is not None:
-            return failed >= self.count
-        assert self.percent is not None
-        return settled >= MIN_SAMPLE and failed * 100 >= self.percent * settled
-
-    def __str__(self) -> str:
-        return f"{self.count}" if self.count is not None else f"{self.percent:g}%"
 
 
 @dataclass

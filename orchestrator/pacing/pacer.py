@@ -1,33 +1,29 @@
-"""When requests may leave: the clock seam, the token bucket, the shared pause, backoff.
-
-Every limiter reads time through one `Clock`, so tests move a fake clock instead of sleeping.
-None of this knows about HTTP: a Retry-After is just a number of seconds handed to `Pause`.
-"""
+"""When a request may leave: the pacer puts together the token bucket, the adaptive
+rate, the opening burst, the shared pause and the token's shared schedule, and logs each
+decision of the rate."""
 
 from __future__ import annotations
 
 import math
-import random
-import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Final, Protocol
+from typing import Final
 
 import anyio
 import anyio.lowlevel
 import structlog
 
-from .opening import OPENING_S, Opening, Refusal
-from .ratecontrol import AdaptiveRate, Phase, RateChange, proven_span
-from .sharedrate import SharedSchedule
+from orchestrator.api.outcomes import Answer
+from orchestrator.errors import OutageError
+from orchestrator.pacing.adaptive import AdaptiveRate, Phase, RateChange, proven_span
+from orchestrator.pacing.backoff import Pause
+from orchestrator.pacing.bucket import TokenBucket
+from orchestrator.pacing.circuit import Circuit
+from orchestrator.pacing.clock import Clock
+from orchestrator.pacing.opening import OPENING_S, Opening, Refusal
+from orchestrator.shared.schedule import SharedSchedule
 
 log = structlog.get_logger("orchestrator")
-
-# A Retry-After beyond this is treated as this: a server asking for an hour is broken or hostile,
-# and an operator would rather see retries than a silent hang.
-MAX_RETRY_AFTER_S: Final = 300.0
 
 
 # A rate settled this far under the ceiling is a limit learned, worth sharing.
@@ -63,196 +59,10 @@ TIMING_MOST: Final = 6
 # A limit that an earlier run learned holds this long before the rate probes above it:
 # the next cron run's first minute goes at a limit already proven, with no 429.
 TRUST_S: Final = 60.0
-
-# Digits of a delta-seconds Retry-After read as a number; more is past any cap.
-_DIGITS: Final = 12
-
-# The last stretch of a precise sleep, given to other tasks a turn at a time rather than
-# to a timer: a little over epoll's millisecond.
-SPIN_S: Final = 0.0012
-
-# A paced request leaves a lag after its slot: the slowest of the last SEND_LAGS durable
-# writes, at most MAX_SEND_LAG_S; and at least Pacer.min_gap after the one before it
-# (see SendTimer).
-SEND_LAGS: Final = 32
-MAX_SEND_LAG_S: Final = 0.05
 SEND_SLACK: Final = 0.05
 # ... and a stated limit's interval this much longer: half the hair its rate is held under
 # after a 429 (ratecontrol.AdaptiveRate.HAIR), the other half left for catching up.
 CAP_MARGIN: Final = 0.015
-
-# How late a sleep may wake (epoll rounds timeouts up to the millisecond) and still be
-# taken as on time by the bucket.
-LATE_S: Final = 0.005
-
-
-class Clock(Protocol):
-    """Monotonic time and sleeping, the one seam through which pacing sees time."""
-
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-    async def sleep_until(self, deadline: float) -> None:
-        """Return at `deadline` as `now()` reads it, as nearly as the clock can."""
-        ...
-
-
-class RealClock:
-    """The event loop's clock."""
-
-    def now(self) -> float:
-        # The asyncio loop's own clock, without anyio's backend lookup on every read.
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(max(0.0, seconds))
-
-    async def sleep_until(self, deadline: float) -> None:
-        # The loop's timers wake up to a millisecond late (epoll counts whole ones), and
-        # a limiter with no burst refuses a request that comes a fraction of one early
-        # after a late one: sleep to just short of the deadline, then yield until it.
-        if (left := deadline - time.monotonic()) > SPIN_S:
-            await anyio.sleep(left - SPIN_S)
-        while time.monotonic() < deadline:
-            await anyio.lowlevel.checkpoint()
-
-
-class TokenBucket:
-    """Smooth client-side rate limit shared by every worker.
-
-    GCRA (the "virtual scheduling" form of the generic cell rate algorithm, ITU-T I.371):
-    a request may leave `interval` after the one before it, so requests are spaced evenly
-    instead of bunching at window edges; `burst` may leave at once after an idle spell.
-    Workers wait in line, and the one at the head computes its slot from the rate as it
-    is when it gets there, so a cut takes effect at the next request, not after every
-    slot already handed out. A rate of None means no limit.
-    """
-
-    def __init__(self, per_second: float | None, clock: Clock, burst: int = 1) -> None:
-        self._clock = clock
-        self._burst = max(1, burst)
-        self._interval = 0.0 if per_second is None else 1.0 / per_second
-        self._tolerance = self._interval * (self._burst - 1)
-        self._last = -math.inf  # when the last request left
-        self._tat = clock.now()  # the first request goes at once
-        self._line = anyio.Lock()
-
-    @property
-    def per_second(self) -> float | None:
-        return None if self._interval == 0 else 1.0 / self._interval
-
-    @property
-    def unlimited(self) -> bool:
-        return self._interval == 0
-
-    def set_rate(self, per_second: float | None) -> None:
-        """Change the rate from the next request on: it leaves one new interval after the
-        last one did."""
-        was_unlimited = self._interval == 0
-        self._interval = 0.0 if per_second is None else 1.0 / per_second
-        self._tolerance = self._interval * (self._burst - 1)
-        if was_unlimited:
-            # A limit is learnt from the answer to a request that has just left: count it.
-            self._tat = self._clock.now() + self._interval
-        elif self._last > -math.inf:
-            self._tat = self._last + self._interval
-
-    def slot(self, now: float) -> float:
-        """When the next request may leave, as the rate stands now."""
-        return max(self._tat, now - self._tolerance)
-
-    def take(self, now: float) -> float:
-        """A request leaves now; the time its slot was, on the bucket's grid."""
-        self._last = now
-        if 0 <= now - self._tat < min(self._interval, LATE_S):
-            # Woken a little late by the event loop: keep to the grid, so that lateness
-            # never adds up into a slower rate than asked.
-            base = self._tat
-        else:
-            base = max(self._tat, now - self._tolerance)
-        self._tat = base + self._interval
-        return min(base, now)
-
-    async def acquire(self) -> float | None:
-        """Wait for a slot; when it was (see `take`), or None when there is no limit."""
-        if self._interval == 0:
-            return None
-        async with self._line:
-            while True:
-                now = self._clock.now()
-                slot = self.slot(now)
-                if slot <= now or self._interval == 0:
-                    return self.take(now)
-                await self._clock.sleep(slot - now)
-
-
-class SendTimer:
-    """When a paced request leaves, once its `dispatched` record is durable.
-
-    The write between a request's slot and its sending takes from under a millisecond to
-    tens of them, and a strict limiter (nginx `limit_req` with no burst) refuses a request
-    that comes even a little early. So a request leaves a fixed lag after its slot, the
-    slowest of the recent writes, and only its answer comes that much later. And not
-    sooner after the request before it than `Pacer.min_gap`: one that left late (the
-    machine busy a moment) moves the next ones, which the slots then catch up, rather
-    than two reaching the server close together and the second refused."""
-
-    def __init__(self) -> None:
-        self._lags: deque[float] = deque(maxlen=SEND_LAGS)  # slot to durable record, s
-        self._last = -math.inf  # when the last paced request left
-
-    def lag(self, slot: float, now: float) -> float:
-        """This request's durable write ended `now`: the lag every request keeps."""
-        self._lags.append(now - slot)
-        return min(MAX_SEND_LAG_S, max(self._lags))
-
-    def due(self, at: float, gap: float) -> float:
-        """When a request meant to leave `at` may leave, `gap` after the one before."""
-        return max(at, self._last + gap)
-
-    def left(self, now: float) -> None:
-        self._last = max(self._last, now)
-
-
-class Pause:
-    """A pause every worker honours, set by whoever hears a Retry-After."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self._until = clock.now()
-
-    def pause_for(self, seconds: float) -> None:
-        """Hold every worker for `seconds` from now; a shorter pause never cuts a longer one."""
-        self._until = max(self._until, self._clock.now() + seconds)
-
-    @property
-    def remaining(self) -> float:
-        return max(0.0, self._until - self._clock.now())
-
-    async def wait(self, until: float | None = None) -> None:
-        """Return when the pause is over, or at `until` if that comes first."""
-        # Loop: the pause may be extended while we sleep.
-        while (left := self.remaining) > 0:
-            if until is not None:
-                if (cap := until - self._clock.now()) <= 0:
-                    return
-                left = min(left, cap)
-            await self._clock.sleep(left)
-
-
-class OutageError(Exception):
-    """The API has been unreachable or failing for `--max-outage`: stop sending.
-
-    `kind` is `no_answer` (no HTTP answer of any kind for that long while requests were
-    tried) or `circuit_open` (the circuit stayed open that long); `last_error` is the
-    last fault heard, as `describe_error` words it."""
-
-    def __init__(self, kind: str, seconds: float, last_error: str | None) -> None:
-        self.kind = kind
-        self.seconds = seconds
-        self.last_error = last_error
-        super().__init__(f"{kind} for {seconds:g}s; last error: {last_error}")
 
 
 class Pacer:
@@ -724,141 +534,9 @@ def _rounded(rate: float | None) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential
-    Backoff And Jitter", 2015): the delay before retry n is uniform in [0, min(cap, base·2ⁿ⁻¹)]."""
-
-    base_s: float = 0.5
-    cap_s: float = 30.0
-
-    def ceiling(self, retry: int) -> float:
-        """The largest delay before the `retry`-th retry (1-based)."""
-        return min(self.cap_s, self.base_s * 2.0 ** min(retry - 1, 62))
-
-    def delay(self, retry: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, self.ceiling(retry))
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), clamped to
-    [0, MAX_RETRY_AFTER_S]; None when absent or unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # not str.isdigit alone: it takes "²"
-        # However many digits: past the cap is the cap, and float() never sees a monster.
-        digits = value.lstrip("0") or "0"
-        seconds = float(digits) if len(digits) <= _DIGITS else MAX_RETRY_AFTER_S
-    else:
-        try:
-            when = parsedate_to_datetime(value)
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            seconds = (when - (now or datetime.now(UTC))).total_seconds()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-    if math.isnan(seconds):
-        return None
-    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
-
-
-@dataclass(frozen=True, slots=True)
-class RateHint:
-    """What a server said about its rate limit, in terms free of HTTP."""
-
-    per_second: float | None = None  # the sustained limit, when the server states it
-    remaining: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What pacing needs to know of one answered (or failed) request."""
-
-    throttled: bool = False  # a 429
-    fault: bool = False  # 5xx, timeout or connection error: the service looks sick
-    hint: RateHint | None = None
-    answered: bool = True  # an HTTP answer of any status came (not a timeout, no connection)
-    error: str | None = None  # with a fault: what went wrong, for the operator
-
-
-@dataclass(frozen=True, slots=True)
 class PacingEvents:
     rate: RateChange | None = None
     circuit: str | None = None  # "opened" or "closed"
     paused: bool = False  # a Retry-After lengthened the pause of every worker
     holdoff_s: float = 0.0  # 429s in a row: every worker waits this long of our own accord
     wait_s: float = 0.0  # a lone 429's short Retry-After: only its request waits this long
-
-
-class Circuit:
-    """Stops dispatching while the service looks down, instead of burning every ID's
-    attempts on it. After `threshold` faults in a row (5xx, timeouts, connection errors,
-    from any worker) it opens: nothing leaves for a growing while; then one probe request
-    goes out, and its answer closes the circuit or opens it again for longer."""
-
-    def __init__(
-        self, threshold: int, clock: Clock, base_s: float = 1.0, cap_s: float = 60.0
-    ) -> None:
-        self._threshold = threshold
-        self._clock = clock
-        self._base_s = base_s
-        self._cap_s = cap_s
-        self._faults = 0
-        self._opened = 0  # how many times in a row it opened: the backoff grows with it
-        self._reopen_at: float | None = None  # set while open
-        self.open_since: float | None = None  # when it opened, while it stays open
-        self._probing = False
-        self._changed = anyio.Event()
-
-    @property
-    def is_open(self) -> bool:
-        return self._reopen_at is not None
-
-    async def wait(self, until: float | None = None) -> None:
-        """Return when a request may leave: the circuit is closed, or this is the probe;
-        or at `until`, if that comes first."""
-        while self._reopen_at is not None:
-            now = self._clock.now()
-            if until is not None and now >= until:
-                return
-            left = self._reopen_at - now
-            if left > 0:
-                await self._clock.sleep(left if until is None else min(left, until - now))
-            elif not self._probing:
-                self._probing = True
-                return
-            else:
-                await self._changed.wait()
-
-    def record(self, fault: bool) -> str | None:
-        """Count one answer; "opened" or "closed" when that changed the circuit."""
-        if self._threshold <= 0:
-            return None
-        if not fault:
-            self._faults = 0
-            if self._reopen_at is None:
-                return None
-            self._reopen_at, self._probing, self._opened = None, False, 0
-            self.open_since = None
-            self._notify()
-            return "closed"
-        self._faults += 1
-        if self._reopen_at is None and self._faults < self._threshold:
-            return None
-        if self._reopen_at is not None and not self._probing:
-            return None  # a straggler from before the circuit opened
-        self._opened += 1
-        if self._reopen_at is None:
-            self.open_since = self._clock.now()
-        self._reopen_at = self._clock.now() + self.backoff_s
-        self._probing = False
-        self._notify()
-        return "opened"
-
-    @property
-    def backoff_s(self) -> float:
-        return min(self._cap_s, self._base_s * 2.0 ** min(self._opened - 1, 30))
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()

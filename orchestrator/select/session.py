@@ -24,30 +24,25 @@ from typing import Final, TextIO, TypeVar
 import aiohttp
 import structlog
 
-from .api import (
-    DEFAULT_BASE_URL,
-    Abort,
-    AltostratClient,
-    ExecutionsPage,
-    Failed,
-    Retryable,
-    WorkflowList,
-)
-from .calls import RetryNote, call_with_retries
-from .pacing import Backoff, Clock, Pacer
-from .ratestore import NO_STORE, BudgetReport, StoreSpec
-from .report import ExitCode
-from .selection import (
+from orchestrator.api.client import DEFAULT_BASE_URL, AltostratClient
+from orchestrator.api.models import ExecutionsPage, WorkflowList
+from orchestrator.api.outcomes import Abort, Failed, Retryable
+from orchestrator.errors import ExitCode, PagingError
+from orchestrator.pacing.backoff import Backoff
+from orchestrator.pacing.clock import Clock
+from orchestrator.pacing.pacer import Pacer
+from orchestrator.pacing.retry import RetryNote, call_with_retries
+from orchestrator.select.walk import (
     Criteria,
     Fed,
     Listed,
-    PagingError,
     Walk,
     WalkStats,
     read_page,
     read_workflows,
 )
-from .sharedrate import SharedSchedule, open_shared
+from orchestrator.shared.schedule import SharedSchedule, open_shared
+from orchestrator.shared.store import NO_STORE, BudgetReport, StoreSpec
 
 log = structlog.get_logger("orchestrator")
 

@@ -23,10 +23,14 @@ from typing import Final
 import anyio
 import structlog
 
-from .api import Abort, AltostratClient, Failed, Retryable, RunObject
-from .calls import call_with_retries
-from .ledger import Finished, utc_now
-from .pacing import Backoff, Clock, Pacer
+from orchestrator.api.client import AltostratClient
+from orchestrator.api.models import RunObject
+from orchestrator.api.outcomes import Abort, Failed, Retryable
+from orchestrator.ledger.records import Finished, utc_now
+from orchestrator.pacing.backoff import Backoff
+from orchestrator.pacing.clock import Clock
+from orchestrator.pacing.pacer import Pacer
+from orchestrator.pacing.retry import call_with_retries
 
 log = structlog.get_logger("orchestrator")
 

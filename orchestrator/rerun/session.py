@@ -33,36 +33,46 @@ import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from . import __version__
-from .api import Abort, Accepted, AltostratClient, Failed, Outcome, Retryable, answer_of
-from .budget import ErrorBudget
-from .ids import Rejected, parse_line
-from .idstore import IdSet, IdState
-from .ledger import (
+from orchestrator import __version__
+from orchestrator.api.client import AltostratClient
+from orchestrator.api.outcomes import Abort, Accepted, Failed, Outcome, Retryable, answer_of
+from orchestrator.errors import ConfigError, InputError, LedgerUnwritable, OutageError
+from orchestrator.ids import Rejected, parse_line
+from orchestrator.ledger.idstore import IdSet, IdState
+from orchestrator.ledger.records import (
     AttemptFailed,
     Dispatched,
-    FileOps,
     Finished,
-    LedgerUnwritable,
-    LedgerWriter,
     Record,
-    ResumeState,
     SessionEnded,
     SessionStarted,
     Skipped,
     Succeeded,
-    replay_file,
     utc_now,
 )
-from .ledger import Failed as FailedRecord
-from .ledger import Rejected as RejectedRecord
-from .pacing import Backoff, Clock, OutageError, Pacer, RealClock, SendTimer, log_pacing
-from .report import Estimate, RunResult, Snapshot, StopReason, Tally, effective_rate, exit_code
-from .settings import ConfigError, RerunSettings
-from .sharedrate import SharedSchedule, open_shared, peek_limit
-from .source import Batches, InputError, InputFailed, open_source, read_in_background
-from .spans import format_span
-from .waiting import Waiter, WaitPolicy
+from orchestrator.ledger.records import Failed as FailedRecord
+from orchestrator.ledger.records import Rejected as RejectedRecord
+from orchestrator.ledger.replay import ResumeState, replay_file
+from orchestrator.ledger.writer import FileOps, LedgerWriter
+from orchestrator.outcome import (
+    Estimate,
+    RunResult,
+    Snapshot,
+    StopReason,
+    Tally,
+    effective_rate,
+    exit_code,
+)
+from orchestrator.pacing.backoff import Backoff
+from orchestrator.pacing.bucket import SendTimer
+from orchestrator.pacing.clock import Clock, RealClock
+from orchestrator.pacing.pacer import Pacer, log_pacing
+from orchestrator.rerun.budget import ErrorBudget
+from orchestrator.rerun.source import Batches, InputFailed, open_source, read_in_background
+from orchestrator.rerun.wait import Waiter, WaitPolicy
+from orchestrator.settings import RerunSettings
+from orchestrator.shared.schedule import SharedSchedule, open_shared, peek_limit
+from orchestrator.units import format_span
 
 log = structlog.get_logger("orchestrator")
 

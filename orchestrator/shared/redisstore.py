@@ -33,7 +33,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from .ratestore import (
+from orchestrator.errors import StoreError
+from orchestrator.shared.store import (
     HOWS,
     LEARNED_TTL_S,
     MAX_AHEAD_S,
@@ -43,7 +44,6 @@ from .ratestore import (
     Grant,
     How,
     SharedLimit,
-    StoreError,
     redacted_url,
     usable_rate,
 )

@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterator, MutableMapping
 from typing import Final
 
-from .ids import MAX_SUFFIX_LEN, RUN_ID_PREFIX
+from orchestrator.ids import MAX_SUFFIX_LEN, RUN_ID_PREFIX
 
 
 class IdState(enum.IntEnum):

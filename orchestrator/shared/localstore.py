@@ -20,13 +20,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Final, TypeVar
 
-from .ratestore import (
+from orchestrator.errors import StoreError
+from orchestrator.shared.store import (
     HOWS,
     Grant,
     How,
     Schedule,
     SharedLimit,
-    StoreError,
     pause_step,
     publish_step,
     reserve_step,

@@ -31,6 +31,8 @@ from typing import Final, Literal, Protocol
 
 from yarl import URL
 
+from orchestrator.errors import StoreSpecError
+
 # A limit learned by a run, or stated by the server's headers, is kept this long.
 LEARNED_TTL_S: Final = 24 * 3600.0
 # A rate stated with --rate lasts while a process states it: each of its reservations
@@ -46,10 +48,6 @@ MAX_PAUSE_S: Final = 300.0
 
 How = Literal["stated", "learned", "server"]
 HOWS: Final[tuple[How, ...]] = ("stated", "learned", "server")
-
-
-class StoreSpecError(ValueError):
-    """A --rate-store value that is none of the accepted forms."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,11 +265,6 @@ class BudgetReport:
             "rate_budget_per_s": None if self.per_s is None else round(self.per_s, 3),
             "rate_budget_source": self.how,
         }
-
-
-class StoreError(Exception):
-    """The store cannot be reached or written; the message is fit for a log line and
-    holds no secret."""
 
 
 class RateStore(Protocol):

@@ -1,0 +1,195 @@
+"""The Altostrat workflow API client: one request in, one classified outcome out.
+
+aiohttp errors never leave this module. Every response or failure is classified once
+(see `outcomes`), and the rerun session decides on the outcome's type alone. A 2xx whose
+body names no valid new run is accepted with `bad_response`: the rerun may well exist, so
+that ID is in doubt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Final
+
+import aiohttp
+import structlog
+from pydantic import ValidationError
+
+from orchestrator.api.headers import _M, _ignored_header_log, rate_hint
+from orchestrator.api.models import (
+    MAX_PAGE_BYTES,
+    ExecutionsPage,
+    RerunResponse,
+    RunObject,
+    WorkflowList,
+)
+from orchestrator.api.outcomes import (
+    Abort,
+    Accepted,
+    Failed,
+    Outcome,
+    Retryable,
+    _connect_reason,
+    classify_status,
+)
+from orchestrator.escape import excerpt
+from orchestrator.ids import is_run_id
+
+log = structlog.get_logger("orchestrator")
+
+DEFAULT_BASE_URL: Final = "https://v1.api.altostrat.io"
+# A rerun answer is a few kB; reading more than this is a broken or hostile server.
+MAX_BODY_BYTES: Final = 1 << 20
+
+
+def parse_accepted(status: int, body: bytes) -> Accepted:
+    """A 2xx answer to a rerun; `bad_response` unless it names a new run by a valid ID."""
+    try:
+        parsed = RerunResponse.model_validate_json(body)
+    except ValidationError:
+        return Accepted(status, None, None, bad_response=True, raw=excerpt(body))
+    if not is_run_id(parsed.new_run.id):
+        return Accepted(status, None, None, bad_response=True, raw=excerpt(body))
+    return Accepted(status, parsed.new_run.id, _status_text(parsed.new_run.status))
+
+
+class AltostratClient:
+    """Sends requests over one injected `ClientSession`; the token lives only in a header."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, token: str, timeout_s: float
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def rerun(self, run_id: str) -> Outcome:
+        url = f"{self._base}/workflows/runs/{run_id}/rerun"
+        try:
+            async with self._session.post(
+                url, headers=self._headers, timeout=self._timeout, allow_redirects=False
+            ) as response:
+                hint = rate_hint(response.headers)
+                _ignored_header_log.note(response.headers)
+                outcome = classify_status(response.status, response.headers.get("Retry-After"))
+                if outcome is not None:
+                    return replace(outcome, hint=hint)
+                # From here on the server has accepted: whatever goes wrong reading the body,
+                # the rerun exists and must never be sent again.
+                try:
+                    body = await _read_capped(response.content, MAX_BODY_BYTES)
+                except (aiohttp.ClientError, TimeoutError):
+                    body = None
+                if body is None:
+                    raw = "<unreadable or over the size cap>"
+                    return Accepted(
+                        response.status, None, None, bad_response=True, hint=hint, raw=raw
+                    )
+                return replace(parse_accepted(response.status, body), hint=hint)
+        except aiohttp.ConnectionTimeoutError:
+            # The connection never opened, so the request never left.
+            return Retryable(None, "timeout", True, detail="connecting timed out")
+        except TimeoutError:
+            return Retryable(None, "timeout", False, detail="no answer in time")
+        except aiohttp.ClientConnectorError as exc:
+            return Retryable(None, "connection", True, detail=_connect_reason(exc))
+        except aiohttp.ClientError as exc:
+            return Retryable(None, "connection", False, detail=type(exc).__name__)
+        except Exception as exc:  # whatever a server sends, the run goes on
+            # The request may have left: in doubt, never retried.
+            log.debug("api.unreadable_answer", error=type(exc).__name__)
+            return Retryable(None, "bad_response", False)
+
+    # ---- reading runs: a GET is idempotent, so every failure to get an answer may be retried
+
+    async def get_run(self, run_id: str) -> RunObject | Retryable | Failed | Abort:
+        """One run as it stands now: `GET /workflows/runs/{runId}`."""
+        if not _safe_segment(run_id):
+            return Failed(None, "invalid_id")
+        return await self._get_model(RunObject, f"/workflows/runs/{run_id}", None, MAX_BODY_BYTES)
+
+    async def list_executions(
+        self, workflow_id: str, page: int
+    ) -> ExecutionsPage | Retryable | Failed | Abort:
+        """One page of a workflow's runs, newest first: `GET /workflows/{id}/executions`."""
+        if not _safe_segment(workflow_id):
+            return Failed(None, "invalid_id")
+        path = f"/workflows/{workflow_id}/executions"
+        return await self._get_model(ExecutionsPage, path, {"page": str(page)}, MAX_PAGE_BYTES)
+
+    async def list_workflows(self) -> WorkflowList | Retryable | Failed | Abort:
+        """The token's workflows: `GET /workflows`, a JSON array of workflow objects."""
+        return await self._get_model(WorkflowList, "/workflows", None, MAX_PAGE_BYTES)
+
+    async def _get_model(
+        self, model: type[_M], path: str, params: dict[str, str] | None, cap: int
+    ) -> _M | Retryable | Failed | Abort:
+        """A GET whose 2xx body is read as `model`; an unreadable one is most likely cut off
+        on the way, and asking again is harmless."""
+        answer = await self._get(path, params, cap)
+        if not isinstance(answer, _Body):
+            return answer
+        try:
+            return model.model_validate_json(answer.body)
+        except ValidationError:
+            return Retryable(answer.http_status, "bad_response", True)
+
+    async def _get(
+        self, path: str, params: dict[str, str] | None, cap: int
+    ) -> _Body | Retryable | Failed | Abort:
+        try:
+            async with self._session.get(
+                self._base + path,
+                params=params,
+                headers=self._headers,
+                timeout=self._timeout,
+                allow_redirects=False,  # the token goes to the base URL and nowhere else
+            ) as response:
+                outcome = classify_status(response.status, response.headers.get("Retry-After"))
+                if isinstance(outcome, Retryable | Failed | Abort):
+                    _ignored_header_log.note(response.headers)
+                    return replace(outcome, hint=rate_hint(response.headers))
+                body = await _read_capped(response.content, cap)
+                if body is None:
+                    return Failed(response.status, "response_too_large")
+                return _Body(response.status, body)
+        except TimeoutError:  # connect or read timeout: nothing was changed, so nothing in doubt
+            return Retryable(None, "timeout", True, detail="no answer in time")
+        except aiohttp.ClientConnectorError as exc:
+            return Retryable(None, "connection", True, detail=_connect_reason(exc))
+        except aiohttp.ClientError as exc:
+            return Retryable(None, "connection", True, detail=type(exc).__name__)
+        except Exception as exc:  # whatever a server sends, the run goes on
+            log.debug("api.unreadable_answer", error=type(exc).__name__)
+            return Retryable(None, "bad_response", True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    http_status: int
+    body: bytes
+
+
+def _safe_segment(text: str) -> bool:
+    """True when `text` can go into a URL path as it is: an ID, not a path or a query."""
+    return bool(text) and text.isascii() and all(c.isalnum() or c in "_-" for c in text)
+
+
+async def _read_capped(content: aiohttp.StreamReader, cap: int) -> bytes | None:
+    """The whole body, or None when it is longer than `cap` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _status_text(status: str | None) -> str | None:
+    """A new run's status as the ledger keeps it: a short word, or None."""
+    if status is None or len(status) > 64 or not status.isascii() or not status.isprintable():
+        return None
+    return status
