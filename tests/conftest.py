@@ -1,10 +1,14 @@
-"""Fixtures every test gets."""
+"""Fixtures every test gets, and those of the real programs some tests run against."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+# The real programs' fixtures, for every test module that asks for them by name.
+from tests.helpers.nodeexporter import node_exporter  # noqa: F401 - a fixture
+from tests.helpers.redisserver import redis_server, redis_url  # noqa: F401 - fixtures
 
 
 @pytest.fixture(autouse=True)

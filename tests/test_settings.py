@@ -16,7 +16,7 @@ from orchestrator.ledger.writer import FsyncPolicy
 from orchestrator.settings import KEYS, load_settings, load_token, token_status
 from orchestrator.units import Limit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.simfixture import FakeClock
+from tests.helpers.simfixture import FakeClock
 
 
 @pytest.fixture

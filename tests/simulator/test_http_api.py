@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.ids import is_run_id
 from orchestrator.simulator import SimConfig
-from tests.simfixture import FakeClock, sim_harness
+from tests.helpers.simfixture import FakeClock, sim_harness
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")

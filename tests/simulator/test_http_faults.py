@@ -13,7 +13,7 @@ import pytest
 from orchestrator.simulator import RunningSimulator, SimConfig, seeded_failed_run_ids
 from orchestrator.simulator.service import Incoming, handle
 from orchestrator.simulator.state import SimState
-from tests.simfixture import FakeClock, SimHarness, sim_harness
+from tests.helpers.simfixture import FakeClock, SimHarness, sim_harness
 
 FAULTY = SimConfig(runs=10, p_500=0.15, p_502=0.1, p_503=0.15, p_drop=0.1, p_bad_body=0.1)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from orchestrator.simulator import SimConfig
 from orchestrator.simulator.models import Run
-from tests.simfixture import SimHarness, sim_harness
+from tests.helpers.simfixture import SimHarness, sim_harness
 
 CONFIG = SimConfig(runs=80, workflows=2, per_page=15, seed=11)
 

@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.api.headers import rate_hint
 from orchestrator.simulator import SimConfig
-from tests.simfixture import SimHarness, sim_harness
+from tests.helpers.simfixture import SimHarness, sim_harness
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 NOW_EPOCH = int(NOW.timestamp())

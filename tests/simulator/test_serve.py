@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.simulator import SimConfig
 from orchestrator.simulator.serve import add_arguments, config_from_args, run
-from tests.clikit import read_announcement
+from tests.helpers.clikit import read_announcement
 
 REPO = Path(__file__).resolve().parents[2]
 
