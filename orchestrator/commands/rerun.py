@@ -21,7 +21,9 @@ from orchestrator.commands._paths import ledger_problem, output_problem
 from orchestrator.commands._types import Subcommands
 from orchestrator.errors import ConfigError, ExitCode, InputError, LedgerLocked
 from orchestrator.outcome import RunResult, StopReason, estimate_text, exit_code, rate_text, summary
-from orchestrator.rerun.session import Plan, Plumbing, run_rerun
+from orchestrator.rerun.plan import Plan
+from orchestrator.rerun.plumbing import Plumbing
+from orchestrator.rerun.session import run_rerun
 from orchestrator.settings import (
     Loaded,
     RerunSettings,

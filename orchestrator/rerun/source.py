@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -125,6 +126,18 @@ def read_in_background(stream: BinaryIO) -> Batches:
         daemon=True,
     ).start()
     return batches
+
+
+async def read_lines(batches: Batches, line: Callable[[bytes], Awaitable[None]]) -> str | None:
+    """Hand each line to `line`, in order, then close `batches`; None at the input's end,
+    or why it broke off (what was read before is handed on all the same)."""
+    async with batches:
+        async for batch in batches:
+            if isinstance(batch, InputFailed):
+                return batch.message
+            for raw in batch:
+                await line(raw)
+    return None
 
 
 class _Unwanted(Exception):

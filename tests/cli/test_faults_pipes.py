@@ -23,7 +23,8 @@ from orchestrator.commands.rerun import FLAGS
 from orchestrator.errors import ExitCode, InputError
 from orchestrator.ledger.replay import replay_file
 from orchestrator.outcome import StopReason, exit_code
-from orchestrator.rerun.session import Plumbing, run_rerun
+from orchestrator.rerun.plumbing import Plumbing
+from orchestrator.rerun.session import run_rerun
 from orchestrator.settings import load_settings
 from orchestrator.simulator import RunningSimulator, SimConfig
 from orchestrator.ui.streams import DropWhenGone

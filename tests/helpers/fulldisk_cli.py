@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from orchestrator import cli
 from orchestrator.ledger import writer as ledger
-from orchestrator.rerun import session as engine
+from orchestrator.rerun import plumbing
 from tests.helpers.faultyfs import FailingFsync, FullDisk
 
 
@@ -25,12 +25,12 @@ def failing_ops(fault: str) -> ledger.FileOps:
 
 def main() -> int:
     ops = failing_ops(sys.argv[1])
-    made = engine.Plumbing.default
+    made = plumbing.Plumbing.default
 
-    def on_a_failing_disk(cls: type[engine.Plumbing]) -> engine.Plumbing:
+    def on_a_failing_disk(cls: type[plumbing.Plumbing]) -> plumbing.Plumbing:
         return dataclasses.replace(made(), ledger_ops=ops)
 
-    engine.Plumbing.default = classmethod(on_a_failing_disk)  # type: ignore[assignment, method-assign]
+    plumbing.Plumbing.default = classmethod(on_a_failing_disk)  # type: ignore[assignment, method-assign]
     return cli.main(sys.argv[2:])
 
 

@@ -16,7 +16,8 @@ from orchestrator.ledger.writer import FileOps
 from orchestrator.outcome import RunResult, Snapshot
 from orchestrator.pacing.backoff import Backoff
 from orchestrator.pacing.clock import Clock
-from orchestrator.rerun.session import Plumbing, run_rerun
+from orchestrator.rerun.plumbing import Plumbing
+from orchestrator.rerun.session import run_rerun
 from orchestrator.settings import load_settings
 from orchestrator.simulator import RunningSimulator
 from tests.helpers.fakeclock import FakeClock

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import os
-import random
 import shlex
 import signal
 import sys
@@ -29,11 +28,10 @@ from orchestrator.ledger.idstore import IdSet, IdState
 from orchestrator.ledger.records import Dispatched, Finished, Succeeded
 from orchestrator.ledger.replay import ResumeState, replay
 from orchestrator.outcome import RunResult, StopReason, Tally, exit_code, summary
-from orchestrator.rerun.session import Plumbing, Rerun
+from orchestrator.rerun.admission import Admitter, Verdict
 from orchestrator.settings import load_settings
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.helpers.clikit import TOKEN, env, orchestrator, write_ids
-from tests.helpers.fakeclock import FakeClock
 from tests.helpers.rerunkit import make_ids, read_ledger, rerun
 
 AT = "2026-12-01T00:00:00.000Z"
@@ -54,12 +52,11 @@ def accepted(original: str, new: str) -> Succeeded:
     )
 
 
-def admitting(resume: ResumeState, **flags: object) -> Rerun:
-    """An engine that only admits: no client, no ledger, a fake clock (made in a loop, as
-    its cancel scopes must be; admission itself never awaits)."""
+def admitting(resume: ResumeState, **flags: object) -> tuple[Admitter, Tally]:
+    """Admission alone, over `resume`: the verdicts of a run, counted in a fresh tally."""
     settings = load_settings({"rate": "none", **flags}, FLAGS).settings
-    plumbing = Plumbing(clock=FakeClock(), rng=random.Random(0), handle_signals=False)
-    return Rerun(settings, None, None, resume, plumbing)
+    tally = Tally()
+    return Admitter(resume.ids, resume.reruns, settings, tally), tally
 
 
 # ---- pure: replay and admission -----------------------------------------------------------
@@ -95,20 +92,21 @@ def test_the_rerun_set_is_exact_for_any_string() -> None:
     assert len(ids) == 3
 
 
-async def test_admission_skips_a_new_run_as_is_rerun() -> None:
-    engine = admitting(replay(lines_of(accepted("fl_run_a", "fl_run_anew"))))
-    assert engine._admit("fl_run_anew") is None
-    assert engine.tally.skipped_is_rerun == 1
-    assert engine._admit("fl_run_other") == "fl_run_other"
+def test_admission_skips_a_new_run_as_is_rerun() -> None:
+    admitter, tally = admitting(replay(lines_of(accepted("fl_run_a", "fl_run_anew"))))
+    assert admitter.admit("fl_run_anew") == Verdict("skip", "is_rerun")
+    assert tally.skipped_is_rerun == 1
+    assert admitter.admit("fl_run_other") == Verdict("send", "new")
 
 
-async def test_admission_sends_a_new_run_with_include_reruns() -> None:
-    engine = admitting(replay(lines_of(accepted("fl_run_a", "fl_run_anew"))), include_reruns=True)
-    assert engine._admit("fl_run_anew") == "fl_run_anew"
-    assert engine.tally.skipped_is_rerun == 0
+def test_admission_sends_a_new_run_with_include_reruns() -> None:
+    resume = replay(lines_of(accepted("fl_run_a", "fl_run_anew")))
+    admitter, tally = admitting(resume, include_reruns=True)
+    assert admitter.admit("fl_run_anew") == Verdict("send", "is_rerun")
+    assert tally.skipped_is_rerun == 0
 
 
-async def test_is_rerun_outranks_the_new_runs_own_state_but_not_a_duplicate() -> None:
+def test_is_rerun_outranks_the_new_runs_own_state_but_not_a_duplicate() -> None:
     """A new run that was once rerun on purpose (it failed) is still no original."""
     resume = replay(
         lines_of(
@@ -117,20 +115,21 @@ async def test_is_rerun_outranks_the_new_runs_own_state_but_not_a_duplicate() ->
         )
     )
     assert resume.ids["fl_run_anew"] == IdState.IN_DOUBT
-    engine = admitting(resume)
-    assert engine._admit("fl_run_anew") is None
-    assert (engine.tally.skipped_is_rerun, engine.tally.skipped_in_doubt) == (1, 0)
-    queued = admitting(ResumeState(), include_reruns=False)
-    assert queued._admit("fl_run_q") == "fl_run_q"
-    queued._reruns.add("fl_run_q")  # accepted meanwhile, as a new run of another ID
-    assert queued._admit("fl_run_q") is None
-    assert (queued.tally.duplicates, queued.tally.skipped_is_rerun) == (1, 0)
+    admitter, tally = admitting(resume)
+    assert admitter.admit("fl_run_anew").action == "skip"
+    assert (tally.skipped_is_rerun, tally.skipped_in_doubt) == (1, 0)
+    empty = ResumeState()
+    queued, tally = admitting(empty, include_reruns=False)
+    assert queued.admit("fl_run_q").action == "send"
+    empty.reruns.add("fl_run_q")  # accepted meanwhile, as a new run of another ID
+    assert queued.admit("fl_run_q") == Verdict("skip", "duplicate")
+    assert (tally.duplicates, tally.skipped_is_rerun) == (1, 0)
 
 
-async def test_blank_lines_are_counted_so_every_line_is_accounted_for() -> None:
-    engine = admitting(ResumeState())
-    assert engine._admit(None) is None
-    assert engine.tally.blank == 1
+def test_blank_lines_are_counted_so_every_line_is_accounted_for() -> None:
+    admitter, tally = admitting(ResumeState())
+    assert admitter.admit(None) == Verdict("blank")
+    assert tally.blank == 1
 
 
 # ---- pure: the summary of an interrupted run -----------------------------------------------

@@ -29,7 +29,9 @@ from orchestrator.outcome import (
     rate_text,
     summary,
 )
-from orchestrator.rerun.session import Plan, Plumbing, run_rerun
+from orchestrator.rerun.plan import Plan
+from orchestrator.rerun.plumbing import Plumbing
+from orchestrator.rerun.session import run_rerun
 from orchestrator.settings import load_settings
 from orchestrator.shared.localstore import LocalStore
 from orchestrator.shared.store import fingerprint

@@ -22,7 +22,8 @@ from orchestrator.ledger.idstore import IdState
 from orchestrator.ledger.replay import replay_file
 from orchestrator.outcome import RunResult, StopReason, exit_code, summary
 from orchestrator.pacing.pacer import Pacer
-from orchestrator.rerun.session import Plumbing, run_rerun
+from orchestrator.rerun.plumbing import Plumbing
+from orchestrator.rerun.session import run_rerun
 from orchestrator.settings import load_settings
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.helpers.clikit import run_cli
