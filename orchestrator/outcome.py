@@ -245,3 +245,8 @@ def summary(result: RunResult) -> dict[str, object]:
     if result.budget is not None:
         fields.update(result.budget.fields())
     return fields
+
+
+def status_key(http_status: int | None, error: object = None) -> str:
+    """How a request is counted: its HTTP status, or the error when no answer came."""
+    return str(http_status) if http_status is not None else str(error)

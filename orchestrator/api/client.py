@@ -26,6 +26,7 @@ from orchestrator.api.models import (
 from orchestrator.api.outcomes import (
     Abort,
     Accepted,
+    ErrorCode,
     Failed,
     Outcome,
     Retryable,
@@ -89,24 +90,24 @@ class AltostratClient:
                 return replace(parse_accepted(response.status, body), hint=hint)
         except aiohttp.ConnectionTimeoutError:
             # The connection never opened, so the request never left.
-            return Retryable(None, "timeout", True, detail="connecting timed out")
+            return Retryable(None, ErrorCode.TIMEOUT, True, detail="connecting timed out")
         except TimeoutError:
-            return Retryable(None, "timeout", False, detail="no answer in time")
+            return Retryable(None, ErrorCode.TIMEOUT, False, detail="no answer in time")
         except aiohttp.ClientConnectorError as exc:
-            return Retryable(None, "connection", True, detail=_connect_reason(exc))
+            return Retryable(None, ErrorCode.CONNECTION, True, detail=_connect_reason(exc))
         except aiohttp.ClientError as exc:
-            return Retryable(None, "connection", False, detail=type(exc).__name__)
+            return Retryable(None, ErrorCode.CONNECTION, False, detail=type(exc).__name__)
         except Exception as exc:  # whatever a server sends, the run goes on
             # The request may have left: in doubt, never retried.
             log.debug("api.unreadable_answer", error=type(exc).__name__)
-            return Retryable(None, "bad_response", False)
+            return Retryable(None, ErrorCode.BAD_RESPONSE, False)
 
     # ---- reading runs: a GET is idempotent, so every failure to get an answer may be retried
 
     async def get_run(self, run_id: str) -> RunObject | Retryable | Failed | Abort:
         """One run as it stands now: `GET /workflows/runs/{runId}`."""
         if not _safe_segment(run_id):
-            return Failed(None, "invalid_id")
+            return Failed(None, ErrorCode.INVALID_ID)
         return await self._get_model(RunObject, f"/workflows/runs/{run_id}", None, MAX_BODY_BYTES)
 
     async def list_executions(
@@ -114,7 +115,7 @@ class AltostratClient:
     ) -> ExecutionsPage | Retryable | Failed | Abort:
         """One page of a workflow's runs, newest first: `GET /workflows/{id}/executions`."""
         if not _safe_segment(workflow_id):
-            return Failed(None, "invalid_id")
+            return Failed(None, ErrorCode.INVALID_ID)
         path = f"/workflows/{workflow_id}/executions"
         return await self._get_model(ExecutionsPage, path, {"page": str(page)}, MAX_PAGE_BYTES)
 
@@ -133,7 +134,7 @@ class AltostratClient:
         try:
             return model.model_validate_json(answer.body)
         except ValidationError:
-            return Retryable(answer.http_status, "bad_response", True)
+            return Retryable(answer.http_status, ErrorCode.BAD_RESPONSE, True)
 
     async def _get(
         self, path: str, params: dict[str, str] | None, cap: int
@@ -152,17 +153,17 @@ class AltostratClient:
                     return replace(outcome, hint=rate_hint(response.headers))
                 body = await _read_capped(response.content, cap)
                 if body is None:
-                    return Failed(response.status, "response_too_large")
+                    return Failed(response.status, ErrorCode.RESPONSE_TOO_LARGE)
                 return _Body(response.status, body)
         except TimeoutError:  # connect or read timeout: nothing was changed, so nothing in doubt
-            return Retryable(None, "timeout", True, detail="no answer in time")
+            return Retryable(None, ErrorCode.TIMEOUT, True, detail="no answer in time")
         except aiohttp.ClientConnectorError as exc:
-            return Retryable(None, "connection", True, detail=_connect_reason(exc))
+            return Retryable(None, ErrorCode.CONNECTION, True, detail=_connect_reason(exc))
         except aiohttp.ClientError as exc:
-            return Retryable(None, "connection", True, detail=type(exc).__name__)
+            return Retryable(None, ErrorCode.CONNECTION, True, detail=type(exc).__name__)
         except Exception as exc:  # whatever a server sends, the run goes on
             log.debug("api.unreadable_answer", error=type(exc).__name__)
-            return Retryable(None, "bad_response", True)
+            return Retryable(None, ErrorCode.BAD_RESPONSE, True)
 
 
 @dataclass(frozen=True, slots=True)

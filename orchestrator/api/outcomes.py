@@ -17,11 +17,64 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Final
 
 import aiohttp
 
 from orchestrator.api.headers import RateHint, parse_retry_after
+
+
+class ErrorKind(StrEnum):
+    """Whom an error code speaks of."""
+
+    CLIENT = "client"  # the input: this ID is wrong, and resending will not help
+    SERVER = "server"  # the service: sick, or not reached
+    PACING = "pacing"  # the limit: not now
+    AUTH = "auth"  # the token: refused
+    ANSWER = "answer"  # an answer that says nothing sure of what the server did
+
+
+class ErrorCode(StrEnum):
+    """Why a request did not succeed, as the ledger, the logs and the summary name it."""
+
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    NOT_FOUND = "not_found"
+    CLIENT_ERROR = "client_error"
+    UNEXPECTED_STATUS = "unexpected_status"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    BAD_RESPONSE = "bad_response"
+    INVALID_ID = "invalid_id"
+    RESPONSE_TOO_LARGE = "response_too_large"
+
+    @property
+    def kind(self) -> ErrorKind:
+        return _KINDS[self]
+
+
+_KINDS: Final = {
+    ErrorCode.RATE_LIMITED: ErrorKind.PACING,
+    ErrorCode.SERVER_ERROR: ErrorKind.SERVER,
+    ErrorCode.TIMEOUT: ErrorKind.SERVER,
+    ErrorCode.CONNECTION: ErrorKind.SERVER,
+    ErrorCode.NOT_FOUND: ErrorKind.CLIENT,
+    ErrorCode.CLIENT_ERROR: ErrorKind.CLIENT,
+    ErrorCode.UNEXPECTED_STATUS: ErrorKind.CLIENT,
+    ErrorCode.UNAUTHORIZED: ErrorKind.AUTH,
+    ErrorCode.FORBIDDEN: ErrorKind.AUTH,
+    ErrorCode.BAD_RESPONSE: ErrorKind.ANSWER,
+    ErrorCode.INVALID_ID: ErrorKind.CLIENT,
+    ErrorCode.RESPONSE_TOO_LARGE: ErrorKind.ANSWER,
+}
+
+
+def codes_of(kind: ErrorKind) -> frozenset[ErrorCode]:
+    """Every code of one kind: the set a plain string (a ledger's, a test's) is tested in."""
+    return frozenset(code for code in ErrorCode if code.kind is kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +91,7 @@ class Accepted:
 @dataclass(frozen=True, slots=True)
 class Retryable:
     http_status: int | None
-    error: str
+    error: ErrorCode
     resendable: bool
     retry_after: float | None = None
     hint: RateHint | None = None  # what the server said of its rate limit
@@ -49,14 +102,14 @@ class Retryable:
 @dataclass(frozen=True, slots=True)
 class Failed:
     http_status: int | None
-    error: str
+    error: ErrorCode
     hint: RateHint | None = None  # what the server said of its rate limit
 
 
 @dataclass(frozen=True, slots=True)
 class Abort:
     http_status: int
-    error: str
+    error: ErrorCode
     hint: RateHint | None = None  # what the server said of its rate limit
 
 
@@ -73,23 +126,23 @@ def classify_status(status: int, retry_after: str | None) -> Outcome | None:
     if 200 <= status < 300:
         return None
     if status == 429:
-        return Retryable(status, "rate_limited", True, parse_retry_after(retry_after))
+        return Retryable(status, ErrorCode.RATE_LIMITED, True, parse_retry_after(retry_after))
     if status in _SURELY_NOT_DONE:
-        return Retryable(status, "server_error", True, parse_retry_after(retry_after))
+        return Retryable(status, ErrorCode.SERVER_ERROR, True, parse_retry_after(retry_after))
     if status in (502, 504):
-        return Retryable(status, "server_error", False, parse_retry_after(retry_after))
+        return Retryable(status, ErrorCode.SERVER_ERROR, False, parse_retry_after(retry_after))
     if status in (401, 403):
-        return Abort(status, "unauthorized" if status == 401 else "forbidden")
+        return Abort(status, ErrorCode.UNAUTHORIZED if status == 401 else ErrorCode.FORBIDDEN)
     if status == 404:
-        return Failed(status, "not_found")
+        return Failed(status, ErrorCode.NOT_FOUND)
     if 400 <= status < 500:
-        return Failed(status, "client_error")
+        return Failed(status, ErrorCode.CLIENT_ERROR)
     if status >= 500:
-        return Failed(status, "server_error")
-    return Failed(status, "unexpected_status")
+        return Failed(status, ErrorCode.SERVER_ERROR)
+    return Failed(status, ErrorCode.UNEXPECTED_STATUS)
 
 
-_FAULTS: Final = frozenset({"server_error", "timeout", "connection"})
+_FAULTS: Final = codes_of(ErrorKind.SERVER)
 
 
 def answer_of(outcome: object) -> Answer:

@@ -16,7 +16,7 @@ from orchestrator.errors import ExitCode
 from orchestrator.ledger.idstore import IdSet, IdState
 from orchestrator.ledger.records import read_records
 from orchestrator.ledger.replay import ResumeState
-from orchestrator.outcome import SHOWN_IN_DOUBT, UNSETTLED_OUTCOMES
+from orchestrator.outcome import SHOWN_IN_DOUBT, UNSETTLED_OUTCOMES, status_key
 
 # `report` names the first this many corrupt line numbers; the count is whole.
 SHOWN_CORRUPT: Final = 5
@@ -136,7 +136,9 @@ class LedgerReport:
 
     def _answered(self, run_id: str, record: dict[str, object], when: float | None) -> None:
         status = record.get("http_status")
-        self.by_status[str(status) if isinstance(status, int) else str(record.get("error"))] += 1
+        self.by_status[
+            status_key(status if isinstance(status, int) else None, record.get("error"))
+        ] += 1
         sent = self._dispatched_at.pop(run_id, None)
         if sent is None or when is None:
             return

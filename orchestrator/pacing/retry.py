@@ -1,11 +1,15 @@
-"""One API call, paced and retried: the loop every request but a rerun goes through.
+"""The attempt loop every request goes through: a rerun, a `--wait` poll, a `select` page.
 
-A rerun keeps its own loop in the engine, because each of its attempts is written to the
-ledger before it leaves. Reads (listing executions, polling a run) need no record: they
-are idempotent, so this loop only waits its turn at the shared `Pacer`, and on a
-`Retryable` answer honours the Retry-After (which pauses every request of the process)
-or else backs off with full jitter, up to `max_attempts` attempts in all. A 429 is pacing,
-not a fault: it waits for the next free slot and does not count as an attempt.
+`Retrying` makes the loop's decisions, one for every request of a process: what an answer
+tells pacing (logged once here, and a circuit that opens counted, whoever sent the
+request), and how long the next attempt waits. A 429 is pacing, not a fault: the next
+free slot of the (now slower) pacer is its wait, and it does not count as an attempt; a
+Retry-After pauses every request of the process, or for a lone 429's short one only its
+own; anything else backs off with full jitter.
+
+`call_with_retries` is the whole loop for reads (listing, polling): they are idempotent,
+so they need no record. A rerun keeps its own loop (`rerun.attempts`), because each of its
+attempts is written to the ledger before it leaves, over the same `Retrying`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,49 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class Heard:
+    """What one answer did to pacing."""
+
+    throttled: bool  # a 429
+    retry_after: float | None  # seconds, when a Retryable answer carried one
+    wait_s: float  # a lone 429's short Retry-After: only its request waits this long
+    paused: bool  # the Retry-After lengthened the pause of every request
+
+
+class Retrying:
+    """The attempt loop's decisions, shared by every request of a process."""
+
+    def __init__(self, pacer: Pacer, backoff: Backoff, rng: random.Random) -> None:
+        self.pacer = pacer
+        self._backoff = backoff
+        self._rng = rng
+        self.circuit_opened = 0  # times the circuit opened, on any request's answer
+
+    def hear(self, outcome: object, sent_at: float) -> Heard:
+        """Tell pacing what an answer to a request sent at `sent_at` says of the server's
+        limit and health, and the operator what pacing decided."""
+        retry_after = outcome.retry_after if isinstance(outcome, Retryable) else None
+        # Reads spend the token's one budget, so what their answers say counts too.
+        answer = answer_of(outcome)
+        events = self.pacer.observe(answer, retry_after, sent_at)
+        log_pacing(events, self.pacer)
+        if events.circuit == "opened":
+            self.circuit_opened += 1
+        return Heard(answer.throttled, retry_after, events.wait_s, events.paused)
+
+    def delay(self, heard: Heard, tries: int) -> float:
+        """How long a request waits before it goes again, after `tries` attempts that
+        counted: a lone 429's own short Retry-After; nothing more after a 429 or a
+        Retry-After (the pacer's next slot, or the shared pause, is the wait); else our
+        backoff."""
+        if heard.wait_s:
+            return heard.wait_s
+        if heard.throttled or heard.retry_after is not None:
+            return 0.0
+        return self._backoff.delay(tries, self._rng)
+
+
+@dataclass(frozen=True, slots=True)
 class RetryNote:
     """Told to `on_retry` before the wait that precedes attempt `attempt + 1`."""
 
@@ -38,12 +85,10 @@ class RetryNote:
 
 
 async def call_with_retries(
-    pacer: Pacer,
+    retrying: Retrying,
     fn: Callable[[], Awaitable[T | Retryable]],
     *,
     clock: Clock,
-    backoff: Backoff,
-    rng: random.Random,
     max_attempts: int,
     on_retry: Callable[[RetryNote], None] | None = None,
 ) -> T | Retryable:
@@ -54,25 +99,14 @@ async def call_with_retries(
     attempt = tries = 0
     while True:
         attempt += 1
-        sent_at = await pacer.turn()
+        sent_at = await retrying.pacer.turn()
         outcome = await fn()
-        retry_after = outcome.retry_after if isinstance(outcome, Retryable) else None
-        # Reads spend the token's one budget, so what their answers say counts too.
-        answer = answer_of(outcome)
-        events = pacer.observe(answer, retry_after, sent_at)
-        log_pacing(events, pacer)
-        throttled = answer.throttled
-        tries += not throttled
+        heard = retrying.hear(outcome, sent_at)
+        tries += not heard.throttled
         if not isinstance(outcome, Retryable) or tries >= max_attempts or attempt >= MAX_CALLS:
             return outcome
-        # A 429 said "not now": the next free slot of the (now slower) pacer is the wait;
-        # so is the pause a Retry-After sets, with every other request, or for a lone
-        # 429's short one this request's own. Else our backoff.
-        if events.wait_s:
-            delay = events.wait_s
-        else:
-            delay = 0.0 if throttled or retry_after is not None else backoff.delay(tries, rng)
+        delay = retrying.delay(heard, tries)
         if on_retry is not None:
-            on_retry(RetryNote(attempt, outcome, delay, events.paused))
+            on_retry(RetryNote(attempt, outcome, delay, heard.paused))
         if delay > 0:
             await clock.sleep(delay)

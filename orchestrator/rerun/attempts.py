@@ -16,15 +16,15 @@ from collections.abc import Callable
 import structlog
 
 from orchestrator.api.client import AltostratClient
-from orchestrator.api.outcomes import Abort, Accepted, Failed, Outcome, Retryable, answer_of
+from orchestrator.api.outcomes import Abort, Accepted, Failed, Outcome, Retryable
 from orchestrator.errors import LedgerUnwritable
 from orchestrator.ledger.idstore import IdState
 from orchestrator.ledger.records import AttemptFailed, Dispatched, Succeeded, utc_now
 from orchestrator.ledger.records import Failed as FailedRecord
 from orchestrator.ledger.replay import ResumeState
-from orchestrator.outcome import StopReason, Tally
+from orchestrator.outcome import StopReason, Tally, status_key
 from orchestrator.pacing.bucket import SendTimer
-from orchestrator.pacing.pacer import Pacer, log_pacing
+from orchestrator.pacing.retry import Heard, Retrying
 from orchestrator.rerun.budget import ErrorBudget
 from orchestrator.rerun.plumbing import Plumbing
 from orchestrator.rerun.recorder import Recorder
@@ -47,7 +47,7 @@ class Attempts:
         client: AltostratClient,
         *,
         recorder: Recorder,
-        pacer: Pacer,
+        retrying: Retrying,
         stop: Stop,
         tally: Tally,
         resume: ResumeState,
@@ -57,14 +57,13 @@ class Attempts:
         self._settings = settings
         self._client = client
         self._recorder = recorder
-        self._pacer = pacer
+        self._retrying = retrying
+        self._pacer = retrying.pacer
         self._stop = stop
         self._tally = tally
         self._ids = resume.ids
         self._reruns = resume.reruns  # a new run accepted here is never rerun later
         self._clock = plumbing.clock
-        self._backoff = plumbing.backoff
-        self._rng = plumbing.rng
         self._accepted = accepted  # told each original and its new run: `--wait` follows it
         self._budget = ErrorBudget(
             settings.max_failures, settings.max_client_failures, settings.max_server_failures
@@ -108,8 +107,10 @@ class Attempts:
             outcome = await self._client.rerun(run_id)
             self.in_flight.discard(run_id)
             self._tally.requests += 1
-            self._tally.by_status[status_key(outcome)] += 1
-            throttled, alone_s = self._learn(outcome, sent_at)
+            error = outcome.error if isinstance(outcome, Retryable | Failed) else None
+            self._tally.by_status[status_key(outcome.http_status, error)] += 1
+            heard = self._hear(outcome, sent_at)
+            throttled = heard.throttled
             # A connection that never opened tells of the service, not of this ID: while
             # --max-outage bounds the outage, it spends no attempt (MAX_THROTTLES caps it),
             # so a dead API leaves the ID resendable, not failed.
@@ -131,9 +132,8 @@ class Attempts:
             # A 429 said "not now": the pacer, now slower, gives the next free slot. With a
             # Retry-After the shared pause is the wait, or for a lone 429's short one this
             # request's own; otherwise our own backoff.
-            if (throttled or outcome.retry_after is not None) and not alone_s:
+            if not (delay := self._retrying.delay(heard, tries + unreached_in_row)):
                 continue
-            delay = alone_s or self._backoff.delay(tries + unreached_in_row, self._rng)
             if not await self._stop.unless_stopped(functools.partial(self._clock.sleep, delay)):
                 self._stopped_between_attempts(run_id, last)
                 return
@@ -210,19 +210,14 @@ class Attempts:
             error=outcome.error,
         )
 
-    def _learn(self, outcome: Outcome, sent_at: float) -> tuple[bool, float]:
-        """Tell pacing what this answer says of the server's limit and health: whether it
-        was a 429 (pacing, not a fault), and how long this request alone must wait before
-        it goes again (a lone 429's short Retry-After; 0 otherwise)."""
-        retry_after = outcome.retry_after if isinstance(outcome, Retryable) else None
-        answer = answer_of(outcome)
-        events = self._pacer.observe(answer, retry_after, sent_at)
-        if events.paused:
-            log.info("rerun.paused", seconds=retry_after, detail="Retry-After: every worker waits")
-        log_pacing(events, self._pacer)
-        if events.circuit == "opened":
-            self._tally.circuit_opened += 1
-        return answer.throttled, events.wait_s
+    def _hear(self, outcome: Outcome, sent_at: float) -> Heard:
+        """Tell pacing what this answer says of the server's limit and health."""
+        heard = self._retrying.hear(outcome, sent_at)
+        if heard.paused:
+            log.info(
+                "rerun.paused", seconds=heard.retry_after, detail="Retry-After: every worker waits"
+            )
+        return heard
 
     def _record_attempt(
         self,
@@ -339,11 +334,3 @@ class Attempts:
             attempts=attempt,
         )
         self._spend(outcome.error)
-
-
-def status_key(outcome: Outcome) -> str:
-    """How a request is counted: its HTTP status, or the error when no answer came."""
-    if outcome.http_status is not None:
-        return str(outcome.http_status)
-    assert not isinstance(outcome, Accepted | Abort)
-    return outcome.error

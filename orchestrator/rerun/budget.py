@@ -13,13 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from orchestrator.api.outcomes import ErrorKind, codes_of
 from orchestrator.units import Limit
 
 ErrorClass = Literal["client", "server"]
 
 
-_CLIENT_ERRORS: Final = frozenset({"not_found", "client_error", "unexpected_status"})
-_SERVER_ERRORS: Final = frozenset({"server_error", "timeout", "connection"})
+_CLIENT_ERRORS: Final = codes_of(ErrorKind.CLIENT)
+_SERVER_ERRORS: Final = codes_of(ErrorKind.SERVER)
 
 
 def error_class(error: str) -> ErrorClass | None:

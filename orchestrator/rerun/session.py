@@ -33,6 +33,7 @@ from orchestrator.ledger.replay import ResumeState, replay_file
 from orchestrator.ledger.writer import FileOps, LedgerWriter
 from orchestrator.outcome import RunResult, Snapshot, StopReason, Tally, exit_code
 from orchestrator.pacing.pacer import Pacer
+from orchestrator.pacing.retry import Retrying
 from orchestrator.rerun.admission import Admitter
 from orchestrator.rerun.attempts import Attempts
 from orchestrator.rerun.dryrun import DryRun
@@ -75,6 +76,8 @@ class Rerun:
             shared=shared,
             max_outage=settings.max_outage,
         )
+        # One for reruns and polls alike: a circuit opened by either is counted.
+        self._retrying = Retrying(self._pacer, plumbing.backoff, plumbing.rng)
         self._admitter = Admitter(resume.ids, resume.reruns, settings, self.tally)
         self._input_error: str | None = None
         self._pending = 0  # IDs handed to the workers and not yet settled
@@ -84,15 +87,13 @@ class Rerun:
         if settings.wait:
             self._waiter = Waiter(
                 client,
-                self._pacer,
+                self._retrying,
                 WaitPolicy(
                     timeout_s=settings.wait_timeout,
                     poll_s=settings.poll_interval,
                     max_attempts=settings.max_attempts,
-                    backoff=plumbing.backoff,
                 ),
                 plumbing.clock,
-                plumbing.rng,
                 finished=self._record_finished,
                 refused=self._stop.refused,
                 sending=lambda: self._sending,
@@ -106,7 +107,7 @@ class Rerun:
             settings,
             client,
             recorder=self._recorder,
-            pacer=self._pacer,
+            retrying=self._retrying,
             stop=self._stop,
             tally=self.tally,
             resume=resume,
@@ -153,6 +154,7 @@ class Rerun:
         # Read, and stopped before any worker took them (workers settle what they take).
         self.tally.not_sent += self._pending
         self._pending = 0
+        self.tally.circuit_opened = self._retrying.circuit_opened
         if self._waiter is not None:
             self.tally.polls = self._waiter.polls
         if self._input_error is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -27,10 +26,8 @@ from orchestrator.api.client import AltostratClient
 from orchestrator.api.models import RunObject
 from orchestrator.api.outcomes import Abort, Failed, Retryable
 from orchestrator.ledger.records import Finished, utc_now
-from orchestrator.pacing.backoff import Backoff
 from orchestrator.pacing.clock import Clock
-from orchestrator.pacing.pacer import Pacer
-from orchestrator.pacing.retry import call_with_retries
+from orchestrator.pacing.retry import Retrying, call_with_retries
 
 log = structlog.get_logger("orchestrator")
 
@@ -52,7 +49,6 @@ class WaitPolicy:
     timeout_s: float
     poll_s: float
     max_attempts: int
-    backoff: Backoff
 
 
 @dataclass(order=True)
@@ -72,10 +68,9 @@ class Waiter:
     def __init__(
         self,
         client: AltostratClient,
-        pacer: Pacer,
+        retrying: Retrying,
         policy: WaitPolicy,
         clock: Clock,
-        rng: random.Random,
         *,
         finished: Callable[[Finished], None],
         refused: Callable[[Abort], None],
@@ -83,10 +78,9 @@ class Waiter:
         unless_stopped: Interruptible,
     ) -> None:
         self._client = client
-        self._pacer = pacer
+        self._retrying = retrying
         self._policy = policy
         self._clock = clock
-        self._rng = rng
         self._finished = finished
         self._refused = refused
         self._sending = sending
@@ -148,11 +142,9 @@ class Waiter:
 
     async def _poll(self, item: _Follow) -> None:
         answer = await call_with_retries(
-            self._pacer,
+            self._retrying,
             lambda: self._client.get_run(item.new_run_id),
             clock=self._clock,
-            backoff=self._policy.backoff,
-            rng=self._rng,
             max_attempts=self._policy.max_attempts,
         )
         self.polls += 1
@@ -196,7 +188,7 @@ class Waiter:
 
     async def _yield_to_reruns(self) -> None:
         """While reruns are still being sent, leave them three slots in four."""
-        rate = self._pacer.rate.rate
+        rate = self._retrying.pacer.rate.rate
         if self._sending() and rate:
             await self._clock.sleep((1 / POLL_SHARE - 1) / rate)
 

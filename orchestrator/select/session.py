@@ -28,10 +28,11 @@ from orchestrator.api.client import DEFAULT_BASE_URL, AltostratClient
 from orchestrator.api.models import ExecutionsPage, WorkflowList
 from orchestrator.api.outcomes import Abort, Failed, Retryable
 from orchestrator.errors import ExitCode, PagingError
+from orchestrator.outcome import status_key
 from orchestrator.pacing.backoff import Backoff
 from orchestrator.pacing.clock import Clock
 from orchestrator.pacing.pacer import Pacer
-from orchestrator.pacing.retry import RetryNote, call_with_retries
+from orchestrator.pacing.retry import Retrying, RetryNote, call_with_retries
 from orchestrator.select.walk import (
     Criteria,
     Fed,
@@ -153,9 +154,7 @@ def _status_key(answer: ExecutionsPage | WorkflowList | Retryable | Failed | Abo
     """How a request is counted: its HTTP status, or the error when no answer came."""
     if isinstance(answer, ExecutionsPage | WorkflowList):
         return "2xx"
-    if answer.http_status is not None:
-        return str(answer.http_status)
-    return answer.error
+    return status_key(answer.http_status, answer.error)
 
 
 class Selector:
@@ -172,6 +171,7 @@ class Selector:
         self._client = client
         self._plumbing = plumbing
         self._pacer = Pacer(settings.rate, plumbing.clock, shared=shared)
+        self._retrying = Retrying(self._pacer, plumbing.backoff, plumbing.rng)
         self._workflows: dict[str, WorkflowResult] = {}
         self._printed = 0
         self._requests = 0
@@ -303,11 +303,9 @@ class Selector:
         """One request through the one pacer and the one retry loop, as every request is."""
         p = self._plumbing
         return await call_with_retries(
-            self._pacer,
+            self._retrying,
             once,
             clock=p.clock,
-            backoff=p.backoff,
-            rng=p.rng,
             max_attempts=self.settings.max_attempts,
             on_retry=on_retry,
         )

@@ -13,12 +13,17 @@ from orchestrator.api.headers import RateHint, rate_hint
 from orchestrator.api.outcomes import (
     Abort,
     Accepted,
+    ErrorCode,
+    ErrorKind,
     Failed,
     Outcome,
     Retryable,
+    answer_of,
     classify_status,
+    codes_of,
 )
 from orchestrator.escape import RAW_EXCERPT_CHARS, excerpt
+from orchestrator.rerun.budget import error_class
 from tests.helpers.fakeresponse import FakeResponse
 
 BASE = "http://api.test"
@@ -156,3 +161,17 @@ def test_rate_limit_headers_become_a_hint(
     headers: dict[str, str], expected: RateHint | None
 ) -> None:
     assert rate_hint(headers) == expected
+
+
+def test_every_error_code_knows_whom_it_speaks_of() -> None:
+    """One table says whom a code speaks of: the error budget counts the client and server
+    kinds, and pacing takes the server kind as faults."""
+    kinds = {code: code.kind for code in ErrorCode}
+    assert set(kinds) == set(ErrorCode)
+    assert codes_of(ErrorKind.SERVER) == {"server_error", "timeout", "connection"}
+    assert error_class("not_found") == "client"
+    assert error_class(ErrorCode.TIMEOUT) == "server"
+    assert error_class("rate_limited") is None
+    assert error_class("bad_response") is None  # in doubt: not a failure of either side
+    assert answer_of(Retryable(None, ErrorCode.CONNECTION, True)).fault
+    assert not answer_of(Failed(404, ErrorCode.NOT_FOUND)).fault

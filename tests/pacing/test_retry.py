@@ -6,11 +6,13 @@ import itertools
 import random
 
 import pytest
+from structlog.testing import capture_logs
 
+from orchestrator.api.headers import RateHint
 from orchestrator.api.outcomes import Failed, Retryable
 from orchestrator.pacing.backoff import Backoff
 from orchestrator.pacing.pacer import Pacer
-from orchestrator.pacing.retry import RetryNote, call_with_retries
+from orchestrator.pacing.retry import Retrying, RetryNote, call_with_retries
 from tests.helpers.fakeclock import FakeClock
 
 BUSY = Retryable(503, "server_error", True)
@@ -31,11 +33,9 @@ async def call(
 
     notes: list[RetryNote] = []
     result = await call_with_retries(
-        Pacer(rate, clock),
+        Retrying(Pacer(rate, clock), Backoff(base_s=1.0, cap_s=8.0), random.Random(0)),
         fn,
         clock=clock,
-        backoff=Backoff(base_s=1.0, cap_s=8.0),
-        rng=random.Random(0),
         max_attempts=max_attempts,
         on_retry=notes.append,
     )
@@ -84,3 +84,36 @@ async def test_every_attempt_waits_its_turn_at_the_rate() -> None:
 async def test_fewer_than_one_attempt_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         await call("page", max_attempts=0)
+
+
+async def test_a_circuit_opened_by_a_read_is_logged_and_counted() -> None:
+    """Polls and pages go through the same `Retrying` as reruns: a circuit they open is
+    told and counted like one a rerun opens."""
+    clock = FakeClock()
+    retrying = Retrying(Pacer(None, clock, circuit_threshold=2), Backoff(), random.Random(0))
+    answers = [BUSY, BUSY, "run"]
+
+    async def fn() -> object:
+        return answers.pop(0)
+
+    with capture_logs() as logs:
+        result = await call_with_retries(retrying, fn, clock=clock, max_attempts=5)
+    assert result == "run"
+    assert retrying.circuit_opened == 1
+    assert [e["event"] for e in logs if e["event"].startswith("circuit.")] == [
+        "circuit.opened",
+        "circuit.closed",
+    ]
+
+
+async def test_a_stated_limit_read_by_a_read_is_logged() -> None:
+    clock = FakeClock()
+    retrying = Retrying(Pacer(None, clock), Backoff(), random.Random(0))
+    stated = Failed(404, "not_found", hint=RateHint(per_second=5.0))
+
+    async def fn() -> object:
+        return stated
+
+    with capture_logs() as logs:
+        await call_with_retries(retrying, fn, clock=clock, max_attempts=1)
+    assert [e["new_per_s"] for e in logs if e["event"] == "rate.from_server"] == [5.0]
