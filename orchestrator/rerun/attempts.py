@@ -10,10 +10,12 @@ no valid new run) puts the ID in doubt, and it is never resent unless the operat
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
 
+import anyio
 import structlog
+from anyio.streams.memory import MemoryObjectSendStream
 
 from orchestrator.api.client import AltostratClient
 from orchestrator.api.outcomes import Abort, Accepted, Failed, Outcome, Retryable
@@ -29,6 +31,7 @@ from orchestrator.rerun.budget import ErrorBudget
 from orchestrator.rerun.plumbing import Plumbing
 from orchestrator.rerun.recorder import Recorder
 from orchestrator.rerun.stop import Stop
+from orchestrator.rerun.wait import NewRun
 from orchestrator.settings import RerunSettings
 
 log = structlog.get_logger("orchestrator")
@@ -52,7 +55,7 @@ class Attempts:
         tally: Tally,
         resume: ResumeState,
         plumbing: Plumbing,
-        accepted: Callable[[str, str], None] | None = None,
+        new_runs: MemoryObjectSendStream[NewRun] | None = None,
     ) -> None:
         self._settings = settings
         self._client = client
@@ -64,7 +67,7 @@ class Attempts:
         self._ids = resume.ids
         self._reruns = resume.reruns  # a new run accepted here is never rerun later
         self._clock = plumbing.clock
-        self._accepted = accepted  # told each original and its new run: `--wait` follows it
+        self._new_runs = new_runs  # `--wait`: each accepted rerun's new run, to follow
         self._budget = ErrorBudget(
             settings.max_failures, settings.max_client_failures, settings.max_server_failures
         )
@@ -309,8 +312,10 @@ class Attempts:
         self._tally.succeeded += 1
         self._budget.succeeded()
         log.debug("rerun.succeeded", run_id=run_id, new_run_id=outcome.new_run_id)
-        if self._accepted is not None and outcome.new_run_id is not None:
-            self._accepted(run_id, outcome.new_run_id)
+        if self._new_runs is not None and outcome.new_run_id is not None:
+            # After a stop the waiter takes no more: the next `--wait` run follows it.
+            with contextlib.suppress(anyio.BrokenResourceError):
+                self._new_runs.send_nowait(NewRun(run_id, outcome.new_run_id))
 
     def _failed(self, run_id: str, attempt: int, outcome: Failed | Retryable) -> None:
         recorded = self._recorder.record(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 from typing import BinaryIO
 
@@ -42,7 +43,7 @@ from orchestrator.rerun.plumbing import Plumbing
 from orchestrator.rerun.recorder import Recorder
 from orchestrator.rerun.source import Batches, open_source, read_in_background, read_lines
 from orchestrator.rerun.stop import Stop
-from orchestrator.rerun.wait import Waiter, WaitPolicy
+from orchestrator.rerun.wait import NewRun, Waiter, WaitPolicy, new_run_stream
 from orchestrator.settings import RerunSettings
 from orchestrator.shared.schedule import SharedSchedule, open_shared, peek_limit
 
@@ -82,25 +83,28 @@ class Rerun:
         self._input_error: str | None = None
         self._pending = 0  # IDs handed to the workers and not yet settled
         self._input_done = False
-        self._sending = False
         self._waiter: Waiter | None = None
+        self._new_runs: MemoryObjectSendStream[NewRun] | None = None
+        self._finished: MemoryObjectReceiveStream[Finished] | None = None
         if settings.wait:
+            self._new_runs, new_runs = new_run_stream()
+            finished, self._finished = anyio.create_memory_object_stream[Finished](math.inf)
+            policy = WaitPolicy(
+                timeout_s=settings.wait_timeout,
+                poll_s=settings.poll_interval,
+                max_attempts=settings.max_attempts,
+            )
             self._waiter = Waiter(
                 client,
                 self._retrying,
-                WaitPolicy(
-                    timeout_s=settings.wait_timeout,
-                    poll_s=settings.poll_interval,
-                    max_attempts=settings.max_attempts,
-                ),
+                policy,
                 plumbing.clock,
-                finished=self._record_finished,
-                refused=self._stop.refused,
-                sending=lambda: self._sending,
-                unless_stopped=self._stop.unless_stopped,
+                self._stop,
+                new_runs=new_runs,
+                finished=finished,
             )
             for original, new_run_id in (resume.unfinished or {}).items():
-                self._waiter.follow(original, new_run_id)
+                self._new_runs.send_nowait(NewRun(original, new_run_id))
             if resume.unfinished:
                 log.info("wait.resuming", unfinished=len(resume.unfinished))
         self._attempts = Attempts(
@@ -112,7 +116,7 @@ class Rerun:
             tally=self.tally,
             resume=resume,
             plumbing=plumbing,
-            accepted=None if self._waiter is None else self._waiter.follow,
+            new_runs=self._new_runs,
         )
 
     def snapshot(self) -> Snapshot:
@@ -149,6 +153,7 @@ class Rerun:
                 tg.cancel_scope.cancel()  # the signal watcher has nothing more to watch
         finally:
             self._stop.forced = None
+            self._record_the_rest()
         # Left in flight only by a forced stop: the server may or may not have them.
         self.tally.in_doubt.extend(sorted(self._attempts.in_flight))
         # Read, and stopped before any worker took them (workers settle what they take).
@@ -195,18 +200,17 @@ class Rerun:
         batches = read_in_background(source)
         ids_send, ids_receive = anyio.create_memory_object_stream[str](concurrency)
         async with anyio.create_task_group() as following:
-            if self._waiter is not None:
+            if self._waiter is not None and self._finished is not None:
                 following.start_soon(self._waiter.run)
-            self._sending = True
+                following.start_soon(self._record_all_finished, self._finished)
             async with anyio.create_task_group() as tg:
                 for _ in range(concurrency):
                     tg.start_soon(self._worker, ids_receive.clone())
                 ids_receive.close()
                 await self._feed(batches, ids_send)
-            self._sending = False
-            if self._waiter is not None:
+            if self._waiter is not None and self._new_runs is not None:
                 log.info("wait.following", reruns=self._waiter.following)
-                self._waiter.close()
+                self._new_runs.close()  # every rerun is sent: no new run will come
 
     async def _feed(self, batches: Batches, ids: MemoryObjectSendStream[str]) -> None:
         async def line(raw: bytes) -> None:
@@ -252,6 +256,21 @@ class Rerun:
                     await self._attempts.send(run_id)
                 finally:
                     self._pending -= 1
+
+    async def _record_all_finished(self, records: MemoryObjectReceiveStream[Finished]) -> None:
+        async for record in records:
+            self._record_finished(record)
+
+    def _record_the_rest(self) -> None:
+        """Records a forced stop left on their way: the poll was answered, so it is told."""
+        if self._finished is None:
+            return
+        with self._finished:
+            while True:
+                try:
+                    self._record_finished(self._finished.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    return
 
     def _record_finished(self, record: Finished) -> None:
         if not self._recorder.record(record):

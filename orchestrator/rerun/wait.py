@@ -3,7 +3,8 @@
 A 202 only means "queued". One task polls `GET /workflows/runs/{new}` for every accepted
 rerun, the one due soonest first: `poll_s` after acceptance, then at intervals growing by
 half each time (to at most a minute), until the new run's status is final or `timeout_s`
-has passed since it was accepted. Its answers end in a `finished` ledger record.
+has passed since it was accepted. New runs reach it on one memory stream, and each
+ends in a `Finished` record sent back on another, for the session to write.
 
 Polls pass the one Pacer with the reruns (the API's limit is per token, not per
 endpoint), and while reruns are still being sent the poller takes at most a quarter of
@@ -15,12 +16,13 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
-from collections.abc import Awaitable, Callable
+import math
 from dataclasses import dataclass, field
 from typing import Final
 
 import anyio
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from orchestrator.api.client import AltostratClient
 from orchestrator.api.models import RunObject
@@ -28,6 +30,7 @@ from orchestrator.api.outcomes import Abort, Failed, Retryable
 from orchestrator.ledger.records import Finished, utc_now
 from orchestrator.pacing.clock import Clock
 from orchestrator.pacing.retry import Retrying, call_with_retries
+from orchestrator.rerun.stop import Stop
 
 log = structlog.get_logger("orchestrator")
 
@@ -41,14 +44,25 @@ GROWTH: Final = 1.5
 MAX_POLL_S: Final = 60.0
 POLL_SHARE: Final = 0.25  # of the rate, at most, while reruns are still being sent
 
-Interruptible = Callable[[Callable[[], Awaitable[None]]], Awaitable[bool]]
-
 
 @dataclass(frozen=True)
 class WaitPolicy:
     timeout_s: float
     poll_s: float
     max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """An accepted rerun to follow: the original run, and the new run it made."""
+
+    original: str
+    new_run_id: str
+
+
+def new_run_stream() -> tuple[MemoryObjectSendStream[NewRun], MemoryObjectReceiveStream[NewRun]]:
+    """The stream new runs reach the waiter on: never full, so a worker never waits on it."""
+    return anyio.create_memory_object_stream[NewRun](math.inf)
 
 
 @dataclass(order=True)
@@ -62,8 +76,9 @@ class _Follow:
 
 
 class Waiter:
-    """Polls accepted reruns until each is finished; `follow` adds one, `close` says no
-    more will come, and `run` returns once every followed rerun is finished (or a stop)."""
+    """Polls accepted reruns until each is finished: `run` follows the new runs that
+    arrive on one stream until it ends, sends each one's `Finished` record on another,
+    and returns once every one is finished (or at a stop)."""
 
     def __init__(
         self,
@@ -71,23 +86,21 @@ class Waiter:
         retrying: Retrying,
         policy: WaitPolicy,
         clock: Clock,
+        stop: Stop,
         *,
-        finished: Callable[[Finished], None],
-        refused: Callable[[Abort], None],
-        sending: Callable[[], bool],
-        unless_stopped: Interruptible,
+        new_runs: MemoryObjectReceiveStream[NewRun],
+        finished: MemoryObjectSendStream[Finished],
     ) -> None:
         self._client = client
         self._retrying = retrying
         self._policy = policy
         self._clock = clock
+        self._stop = stop
+        self._new_runs = new_runs
         self._finished = finished
-        self._refused = refused
-        self._sending = sending
-        self._unless_stopped = unless_stopped
         self._queue: list[_Follow] = []
         self._seq = itertools.count()
-        self._closed = False
+        self._sending = True  # more new runs may come: reruns are still being sent
         self._changed = anyio.Event()
         self._nap: anyio.CancelScope | None = None
         self._nap_until = 0.0
@@ -95,16 +108,30 @@ class Waiter:
 
     @property
     def following(self) -> int:
-        return len(self._queue)
+        """New runs being followed, and those on their way."""
+        return len(self._queue) + self._new_runs.statistics().current_buffer_used
 
-    def follow(self, original: str, new_run_id: str) -> None:
+    async def run(self) -> None:
+        async with self._finished, anyio.create_task_group() as tg:
+            tg.start_soon(self._take)
+            await self._follow_all()
+            tg.cancel_scope.cancel()  # a stop: what is still on its way is not followed
+
+    async def _take(self) -> None:
+        async with self._new_runs:
+            async for new_run in self._new_runs:
+                self._follow(new_run)
+        self._sending = False
+        self._wake()
+
+    def _follow(self, new_run: NewRun) -> None:
         now = self._clock.now()
         policy = self._policy
         item = _Follow(
             due=now + policy.poll_s,
             seq=next(self._seq),
-            original=original,
-            new_run_id=new_run_id,
+            original=new_run.original,
+            new_run_id=new_run.new_run_id,
             deadline=now + policy.timeout_s,
             interval=policy.poll_s,
         )
@@ -113,25 +140,22 @@ class Waiter:
             self._nap.cancel()  # it is due before the one we sleep for
         self._wake()
 
-    def close(self) -> None:
-        self._closed = True
-        self._wake()
-
-    async def run(self) -> None:
+    async def _follow_all(self) -> None:
+        unless_stopped = self._stop.unless_stopped
         while True:
             if not self._queue:
-                if self._closed:
+                if not self._sending:
                     return
-                if not await self._unless_stopped(self._changed.wait):
+                if not await unless_stopped(self._changed.wait):
                     return
                 continue
             head = self._queue[0]
             if head.due > self._clock.now():
-                if not await self._unless_stopped(functools.partial(self._nap_for, head.due)):
+                if not await unless_stopped(functools.partial(self._nap_for, head.due)):
                     return
                 continue
             heapq.heappop(self._queue)
-            if not await self._unless_stopped(functools.partial(self._poll, head)):
+            if not await unless_stopped(functools.partial(self._poll, head)):
                 return
 
     async def _nap_for(self, until: float) -> None:
@@ -156,7 +180,7 @@ class Waiter:
             case Failed(http_status=404):
                 self._finish(item, "lost", None)
             case Abort():
-                self._refused(answer)
+                self._stop.refused(answer)
             case Failed() | Retryable():
                 # Not knowing is no answer: ask again later, until the wait times out.
                 log.warning("wait.poll_failed", new_run_id=item.new_run_id, error=answer.error)
@@ -174,7 +198,7 @@ class Waiter:
         heapq.heappush(self._queue, item)
 
     def _finish(self, item: _Follow, outcome: str, run: RunObject | None) -> None:
-        self._finished(
+        self._finished.send_nowait(
             Finished(
                 at=utc_now(),
                 original_run_id=item.original,
@@ -189,7 +213,7 @@ class Waiter:
     async def _yield_to_reruns(self) -> None:
         """While reruns are still being sent, leave them three slots in four."""
         rate = self._retrying.pacer.rate.rate
-        if self._sending() and rate:
+        if self._sending and rate:
             await self._clock.sleep((1 / POLL_SHARE - 1) / rate)
 
     def _wake(self) -> None:
