@@ -11,15 +11,16 @@ no valid new run) puts the ID in doubt, and it is never resent unless the operat
 from __future__ import annotations
 
 import contextlib
-import functools
+from dataclasses import dataclass
 
 import anyio
+import anyio.lowlevel
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from orchestrator.api.client import AltostratClient
 from orchestrator.api.outcomes import Abort, Accepted, Failed, Outcome, Retryable
-from orchestrator.errors import LedgerUnwritable
+from orchestrator.errors import LedgerUnwritable, OutageError
 from orchestrator.ledger.idstore import IdState
 from orchestrator.ledger.records import AttemptFailed, Dispatched, Succeeded, utc_now
 from orchestrator.ledger.records import Failed as FailedRecord
@@ -39,6 +40,14 @@ log = structlog.get_logger("orchestrator")
 # 429s an ID may meet before it fails as rate_limited: they are pacing, so they do not
 # count against --max-attempts, but the loop stays bounded.
 MAX_THROTTLES = 50
+
+
+@dataclass(slots=True)
+class _Tried:
+    """What one ID's attempts have said so far, for a stop to tell its state by."""
+
+    last: Retryable | None = None  # the last answer, when one came and a retry was due
+    flagged: bool = False  # counted as possibly duplicated (resent after a doubt)
 
 
 class Attempts:
@@ -75,40 +84,43 @@ class Attempts:
         self.in_flight: set[str] = set()
 
     async def send(self, run_id: str) -> None:
-        last: Retryable | None = None
-        flagged = False  # as possibly duplicated
+        """Send one ID until it settles; at a stop, it is told as not sent, resendable or
+        in doubt, by what its attempts so far say."""
+        tried = _Tried()
+        try:
+            await self._until_settled(run_id, tried)
+        except anyio.get_cancelled_exc_class():
+            # A stop between attempts; one mid-request (a second signal) leaves the ID
+            # in flight, and the session holds it in doubt.
+            if run_id not in self.in_flight:
+                self._stopped_between_attempts(run_id, tried.last)
+            raise
+
+    async def _until_settled(self, run_id: str, tried: _Tried) -> None:
         attempt = 0  # requests sent for this ID
         tries = 0  # of them, those that count against --max-attempts (not 429s)
         throttles = 0
         unreached_in_row = 0  # attempts that never reached the server, lately: for backoff
         while True:
             if self._stop.stopping:
-                self._stopped_between_attempts(run_id, last)
+                self._stopped_between_attempts(run_id, tried.last)
                 return
             turn = await self._take_turn()
             if turn is None:
-                self._stopped_between_attempts(run_id, last)
+                self._stopped_between_attempts(run_id, tried.last)
                 return
             sent_at, paced = turn
             attempt += 1
-            self.in_flight.add(run_id)
-            try:
-                await self._recorder.durable(
-                    Dispatched(at=utc_now(), original_run_id=run_id, attempt=attempt)
-                )
-            except LedgerUnwritable as exc:
-                self.in_flight.discard(run_id)
-                self._not_sent(run_id, attempt, last, exc)
+            # A stop lets the request and its records finish; a second signal does not.
+            with self._stop.shielded() as shield:
+                outcome = await self._send_once(run_id, attempt, sent_at if paced else None, tried)
+            if shield.cancelled_caught:
+                # Cut short by a second signal: the ID stays in flight, and the session
+                # holds it in doubt. The stop's own cancellation takes it from here.
+                await anyio.lowlevel.checkpoint()
                 return
-            if paced and not self._pacer.bucket.unlimited:
-                await self._send_on_time(sent_at)
-            if attempt == 1:
-                self._tally.sent += 1
-            elif last is not None and not last.resendable and not flagged:
-                flagged = True
-                self._tally.resent_after_doubt.append(run_id)
-            outcome = await self._client.rerun(run_id)
-            self.in_flight.discard(run_id)
+            if outcome is None:
+                return
             self._tally.requests += 1
             error = outcome.error if isinstance(outcome, Retryable | Failed) else None
             self._tally.by_status[status_key(outcome.http_status, error)] += 1
@@ -130,16 +142,39 @@ class Attempts:
             ):
                 self._settle(run_id, attempt, outcome)
                 return
-            last = outcome
+            tried.last = outcome
             self._retry_later(run_id, attempt, outcome)
             # A 429 said "not now": the pacer, now slower, gives the next free slot. With a
             # Retry-After the shared pause is the wait, or for a lone 429's short one this
             # request's own; otherwise our own backoff.
-            if not (delay := self._retrying.delay(heard, tries + unreached_in_row)):
-                continue
-            if not await self._stop.unless_stopped(functools.partial(self._clock.sleep, delay)):
-                self._stopped_between_attempts(run_id, last)
-                return
+            if delay := self._retrying.delay(heard, tries + unreached_in_row):
+                await self._clock.sleep(delay)
+
+    async def _send_once(
+        self, run_id: str, attempt: int, slot: float | None, tried: _Tried
+    ) -> Outcome | None:
+        """One request, whose `dispatched` record is durable before it leaves (at its
+        paced `slot`, when it has one); None when the record could not be made so."""
+        self.in_flight.add(run_id)
+        try:
+            await self._recorder.durable(
+                Dispatched(at=utc_now(), original_run_id=run_id, attempt=attempt)
+            )
+        except LedgerUnwritable as exc:
+            self.in_flight.discard(run_id)
+            self._not_sent(run_id, attempt, tried.last, exc)
+            return None
+        if slot is not None and not self._pacer.bucket.unlimited:
+            await self._send_on_time(slot)
+        last = tried.last
+        if attempt == 1:
+            self._tally.sent += 1
+        elif last is not None and not last.resendable and not tried.flagged:
+            tried.flagged = True
+            self._tally.resent_after_doubt.append(run_id)
+        outcome = await self._client.rerun(run_id)
+        self.in_flight.discard(run_id)
+        return outcome
 
     def _unreached(self, outcome: Outcome) -> bool:
         """The request provably never reached the server (the connection was refused or
@@ -167,14 +202,11 @@ class Attempts:
             return self._clock.now(), False
         if (extra := self._pacer.extra()) is not None:
             return extra, False
-        left: list[float] = []
-
-        async def wait() -> None:
-            left.append(await self._pacer.turn())
-
-        if not await self._stop.unless_stopped(wait) or not left:
+        try:
+            return await self._pacer.turn(), True
+        except OutageError as exc:
+            self._stop.outage(exc)
             return None
-        return left[0], True
 
     def _not_sent(
         self, run_id: str, attempt: int, last: Retryable | None, exc: LedgerUnwritable

@@ -47,10 +47,9 @@ class DryRun:
         input_done = False
         error: str | None = None
         async with anyio.create_task_group() as tg:
-            self._stop.forced = tg.cancel_scope
             if self._plumbing.handle_signals:
                 tg.start_soon(self._stop.watch_signals)
-            with self._stop.reading:
+            with self._stop.scope:
                 error = await read_lines(read_in_background(source), self._line)
                 input_done = error is None
             tg.cancel_scope.cancel()  # the signal watcher has nothing more to watch

@@ -146,13 +146,12 @@ class Rerun:
         )
         try:
             async with anyio.create_task_group() as tg:
-                self._stop.forced = tg.cancel_scope
                 if self._plumbing.handle_signals:
                     tg.start_soon(self._stop.watch_signals)
-                await self._pipeline(source)
+                with self._stop.scope:
+                    await self._pipeline(source)
                 tg.cancel_scope.cancel()  # the signal watcher has nothing more to watch
         finally:
-            self._stop.forced = None
             self._record_the_rest()
         # Left in flight only by a forced stop: the server may or may not have them.
         self.tally.in_doubt.extend(sorted(self._attempts.in_flight))
@@ -220,10 +219,9 @@ class Rerun:
                 await _send(ids, run_id)
 
         async with ids:
-            with self._stop.reading:
-                # What was read before an input error is still sent; it is raised after.
-                self._input_error = await read_lines(batches, line)
-                self._input_done = self._input_error is None
+            # What was read before an input error is still sent; it is raised after.
+            self._input_error = await read_lines(batches, line)
+            self._input_done = self._input_error is None
 
     def _admit(self, parsed: str | Rejected | None) -> str | None:
         """Judge one parsed line, recording a rejection or an is-rerun skip; the ID to

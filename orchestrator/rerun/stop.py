@@ -1,15 +1,18 @@
 """Stopping a rerun session: why it stops, and every wait a stop interrupts.
 
 A signal, an auth failure, an outage, a spent error budget, a ledger that fails or a
-reader that went away stops the run: reading stops and every wait is cancelled, so no new
-request starts; requests in flight finish (bounded by the request timeout). A second
-signal cancels the whole session at once: what was in flight is then in doubt.
+reader that went away stops the run. The reading, the workers and the waiter all run in
+one cancel scope (`scope`), which a stop cancels: every wait ends, wherever it is, so no
+new request starts. Only a request and its ledger records are shielded (`shielded`), so a
+request in flight finishes and is recorded (bounded by the request timeout). A second
+signal lifts the shields: what was in flight is then in doubt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterator
 
 import anyio
 import structlog
@@ -31,35 +34,43 @@ STOP_SIGNALS = {
 
 
 class Stop:
-    """Whether the session stops, and why; `reading` is the input's scope, `forced` the
-    whole session's (cancelled by a second signal)."""
+    """Whether the session stops, and why; `scope` is what a stop cancels."""
 
     def __init__(self, base_url: str) -> None:
         self._base_url = base_url
         self.reason: StopReason | None = None
         self.detail: str | None = None
-        self.reading = anyio.CancelScope()
-        self.forced: anyio.CancelScope | None = None
-        self._waits: set[anyio.CancelScope] = set()
+        self.scope = anyio.CancelScope()
+        self._shields: set[anyio.CancelScope] = set()
 
     @property
     def stopping(self) -> bool:
         return self.reason is not None
 
     def request(self, reason: StopReason, detail: str | None = None) -> None:
-        """Start no new request: stop reading, cancel every wait; in-flight requests finish.
+        """Start no new request: cancel the scope; requests in flight finish.
 
         A second signal stops at once, cancelling the requests in flight too."""
         if self.reason is not None:
-            if reason in STOP_SIGNALS.values() and self.forced is not None:
+            if reason in STOP_SIGNALS.values():
                 log.warning("rerun.forced_stop", signal=reason.value)
-                self.forced.cancel()
+                for shield in self._shields:
+                    shield.cancel()
             return
         self.reason = reason
         self.detail = detail
-        self.reading.cancel()
-        for scope in self._waits:
-            scope.cancel()
+        self.scope.cancel()
+
+    @contextlib.contextmanager
+    def shielded(self) -> Iterator[anyio.CancelScope]:
+        """A request and its ledger records: a stop lets them finish, a second signal
+        does not (the scope's `cancelled_caught` then says so)."""
+        with anyio.CancelScope(shield=True) as shield:
+            self._shields.add(shield)
+            try:
+                yield shield
+            finally:
+                self._shields.discard(shield)
 
     async def watch_signals(self) -> None:
         watched = [
@@ -78,20 +89,6 @@ class Stop:
                         detail="finishing requests in flight; signal again to stop at once",
                     )
                 self.request(reason)
-
-    async def unless_stopped(self, wait: Callable[[], Awaitable[None]]) -> bool:
-        """Run a wait that a stop cancels; True when it ran to its end and no stop came."""
-        if self.stopping:
-            return False
-        with anyio.CancelScope() as scope:
-            self._waits.add(scope)
-            try:
-                await wait()
-            except OutageError as exc:  # from the pacer, in a worker's turn or a poll
-                self.outage(exc)
-            finally:
-                self._waits.discard(scope)
-        return not self.stopping
 
     def outage(self, exc: OutageError) -> None:
         """The API has been down for --max-outage: stop as a signal does. Requests in

@@ -13,7 +13,6 @@ the rate, so waiting never starves new reruns; once all are sent, it has the who
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import math
@@ -27,6 +26,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from orchestrator.api.client import AltostratClient
 from orchestrator.api.models import RunObject
 from orchestrator.api.outcomes import Abort, Failed, Retryable
+from orchestrator.errors import OutageError
 from orchestrator.ledger.records import Finished, utc_now
 from orchestrator.pacing.clock import Clock
 from orchestrator.pacing.retry import Retrying, call_with_retries
@@ -141,21 +141,22 @@ class Waiter:
         self._wake()
 
     async def _follow_all(self) -> None:
-        unless_stopped = self._stop.unless_stopped
+        """Poll each followed run when it is due; a stop cancels this wherever it waits."""
         while True:
             if not self._queue:
                 if not self._sending:
                     return
-                if not await unless_stopped(self._changed.wait):
-                    return
+                await self._changed.wait()
                 continue
             head = self._queue[0]
             if head.due > self._clock.now():
-                if not await unless_stopped(functools.partial(self._nap_for, head.due)):
-                    return
+                await self._nap_for(head.due)
                 continue
             heapq.heappop(self._queue)
-            if not await unless_stopped(functools.partial(self._poll, head)):
+            try:
+                await self._poll(head)
+            except OutageError as exc:
+                self._stop.outage(exc)
                 return
 
     async def _nap_for(self, until: float) -> None:
