@@ -15,12 +15,13 @@ import structlog
 
 from orchestrator.api.outcomes import Answer
 from orchestrator.errors import OutageError
-from orchestrator.pacing.adaptive import AdaptiveRate, Phase, RateChange, proven_span
+from orchestrator.pacing.adaptive import AdaptiveRate, Phase, RateChange
 from orchestrator.pacing.backoff import Pause
 from orchestrator.pacing.bucket import TokenBucket
 from orchestrator.pacing.circuit import Circuit
 from orchestrator.pacing.clock import Clock
 from orchestrator.pacing.opening import OPENING_S, Opening, Refusal
+from orchestrator.pacing.proof import proven_span
 from orchestrator.shared.schedule import SharedSchedule
 
 log = structlog.get_logger("orchestrator")

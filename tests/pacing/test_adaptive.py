@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from orchestrator.api.headers import RateHint
 from orchestrator.api.outcomes import Answer
-from orchestrator.pacing.adaptive import AdaptiveRate, Phase, proven_rate
+from orchestrator.pacing.adaptive import AdaptiveRate, Phase
 from orchestrator.pacing.circuit import Circuit
 from orchestrator.pacing.pacer import LONE_MOST, TIMING_MOST, Pacer
+from orchestrator.pacing.proof import proven_rate
 from orchestrator.simulator.limiters import (
     GCRA,
     Background,
