@@ -1,0 +1,92 @@
+"""`orchestrator rerun` from several checkouts, alternating, against one static server:
+what a change costs a request, measured in one run on one machine.
+
+    git worktree add ../before COMMIT
+    python -m benchmarks.ab ../before . [--ids 20000] [--rounds 4]
+
+Each checkout's `orchestrator` runs with the checkout as its working directory (so
+`python -m orchestrator` imports that tree), the same IDs, `--concurrency 64` and
+`--rate none`, a fresh ledger and state directory each time; the checkouts take turns,
+round after round, so that the machine's drift falls on all of them alike. It prints each
+run, then the medians: requests a second and the client's CPU µs a request (user and
+system, start-up included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.procs import REPO, child_env, run_measured
+
+TOKEN = "bench-token"  # noqa: S105 - the static server's well-known token
+
+
+def _static_server() -> tuple[subprocess.Popen[str], str]:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.servers", "static"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    for line in server.stdout:
+        if match := re.search(r"base_url: (\S+)", line):
+            return server, match.group(1)
+    server.kill()
+    raise SystemExit("the static server did not start")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__)
+    parser.add_argument("trees", nargs="+", type=Path, metavar="CHECKOUT")
+    parser.add_argument("--ids", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args(argv)
+    trees: list[Path] = [tree.resolve() for tree in args.trees]
+    work = Path(tempfile.mkdtemp(prefix="orchestrator-ab-"))
+    ids = work / "ids.txt"
+    ids.write_text("".join(f"fl_run_ab{i:08d}\n" for i in range(args.ids)))
+    server, base_url = _static_server()
+    runs: dict[Path, list[tuple[float, float]]] = {tree: [] for tree in trees}
+    try:
+        for round_ in range(1, args.rounds + 1):
+            for tree in trees:
+                state = work / "state"
+                shutil.rmtree(state, ignore_errors=True)
+                (work / "ledger.jsonl").unlink(missing_ok=True)
+                argv_ = [sys.executable, "-m", "orchestrator", "rerun", str(ids)]
+                argv_ += ["--base-url", base_url, "--ledger", str(work / "ledger.jsonl")]
+                argv_ += ["--concurrency", "64", "--rate", "none"]
+                done = run_measured(
+                    argv_,
+                    env=child_env(TOKEN, state_home=state),
+                    stderr=subprocess.DEVNULL,
+                    timeout_s=600,
+                    cwd=tree,
+                )
+                per_s = args.ids / done.wall_s
+                cpu_us = done.cpu_s / args.ids * 1e6
+                runs[tree].append((per_s, cpu_us))
+                print(f"{tree} round {round_}: {per_s:,.0f}/s, {cpu_us:.0f} CPU µs/request, "
+                      f"exit {done.code}", flush=True)  # fmt: skip
+    finally:
+        server.terminate()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"median of {args.rounds} rounds, {args.ids:,} IDs, static server:")
+    for tree, rows in runs.items():
+        per_s = statistics.median(r[0] for r in rows)
+        cpu_us = statistics.median(r[1] for r in rows)
+        print(f"  {tree}: {per_s:,.0f} req/s, {cpu_us:.0f} CPU µs/request")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
