@@ -6,7 +6,8 @@ One pydantic-settings model, filled from four layers, each overriding the ones b
 
 `ALTOSTRAT_BASE_URL` is read too, just below `ORCHESTRATOR_BASE_URL`. Every mistake is one
 line naming the key and where it was set (the flag, the variable, or the key and the file);
-unknown keys in a file and unknown `ORCHESTRATOR_*` variables are errors, not silence.
+unknown keys in a file are errors, not silence, and an unknown `ORCHESTRATOR_*` variable is
+a warning with a did-you-mean (the environment is shared with other tools).
 
 The token is never a field here: settings get logged and printed, the token never is.
 """
