@@ -18,16 +18,12 @@ async def run_cli(
     """Exit code, stdout and stderr of `python -m orchestrator ARGS`, with no
     ALTOSTRAT_* or ORCHESTRATOR_* variable of the machine's, the token (when given) in
     ALTOSTRAT_TOKEN, and `extra` variables on top; bounded at 30 s."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALTOSTRAT_", "ORCHESTRATOR_"))}
-    if token is not None:
-        env["ALTOSTRAT_TOKEN"] = token
-    env |= extra
     with anyio.fail_after(30):
         done = await anyio.run_process(
             [sys.executable, "-m", "orchestrator", *args],
             input=stdin,
             cwd=cwd,
-            env=env,
+            env=env(token) | extra,
             check=False,
         )
     return done.returncode, done.stdout.decode(), done.stderr.decode()
@@ -50,6 +46,8 @@ TOKEN = "tok-7f3a9c-very-secret-padded-to-look-like-a-real-jwt"
 
 
 def env(token: str | None = TOKEN) -> dict[str, str]:
+    """This process's environment with no ALTOSTRAT_* or ORCHESTRATOR_* variable of the
+    machine's, and `token` (when given) in ALTOSTRAT_TOKEN."""
     clean = {
         k: v for k, v in os.environ.items() if not k.startswith(("ALTOSTRAT_", "ORCHESTRATOR_"))
     }
@@ -61,15 +59,8 @@ def env(token: str | None = TOKEN) -> dict[str, str]:
 async def orchestrator(
     *args: str, cwd: Path, token: str | None = TOKEN, stdin: bytes = b""
 ) -> tuple[int, str, str]:
-    with anyio.fail_after(30):
-        done = await anyio.run_process(
-            [sys.executable, "-m", "orchestrator", *args],
-            input=stdin,
-            cwd=cwd,
-            env=env(token),
-            check=False,
-        )
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
+    """`run_cli` with the tests' token unless told otherwise."""
+    return await run_cli(*args, cwd=cwd, stdin=stdin, token=token)
 
 
 def write_ids(path: Path, ids: list[str]) -> Path:
