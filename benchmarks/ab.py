@@ -9,7 +9,8 @@ Each checkout's `orchestrator` runs with the checkout as its working directory (
 `--rate none`, a fresh ledger and state directory each time; the checkouts take turns,
 round after round, so that the machine's drift falls on all of them alike. It prints each
 run, then the medians: requests a second and the client's CPU µs a request (user and
-system, start-up included).
+system, start-up included). With --bare the bare aiohttp loop (`benchmarks.bare_client`)
+takes its turn too, and each checkout's ratio to it is printed: item 7 of issue 15.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 from benchmarks.procs import REPO, child_env, run_measured
 
 TOKEN = "bench-token"  # noqa: S105 - the static server's well-known token
+_BARE: Final = Path("(bare aiohttp loop)")
 
 
 def _static_server() -> tuple[subprocess.Popen[str], str]:
@@ -49,8 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("trees", nargs="+", type=Path, metavar="CHECKOUT")
     parser.add_argument("--ids", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--bare", action="store_true", help="the bare aiohttp loop too")
     args = parser.parse_args(argv)
     trees: list[Path] = [tree.resolve() for tree in args.trees]
+    if args.bare:
+        trees.append(_BARE)
     work = Path(tempfile.mkdtemp(prefix="orchestrator-ab-"))
     ids = work / "ids.txt"
     ids.write_text("".join(f"fl_run_ab{i:08d}\n" for i in range(args.ids)))
@@ -62,15 +68,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 state = work / "state"
                 shutil.rmtree(state, ignore_errors=True)
                 (work / "ledger.jsonl").unlink(missing_ok=True)
-                argv_ = [sys.executable, "-m", "orchestrator", "rerun", str(ids)]
-                argv_ += ["--base-url", base_url, "--ledger", str(work / "ledger.jsonl")]
-                argv_ += ["--concurrency", "64", "--rate", "none"]
+                if tree == _BARE:
+                    argv_ = [sys.executable, "-m", "benchmarks.bare_client", str(ids), base_url]
+                    argv_ += ["--concurrency", "64"]
+                else:
+                    argv_ = [sys.executable, "-m", "orchestrator", "rerun", str(ids)]
+                    argv_ += ["--base-url", base_url, "--ledger", str(work / "ledger.jsonl")]
+                    argv_ += ["--concurrency", "64", "--rate", "none"]
                 done = run_measured(
                     argv_,
                     env=child_env(TOKEN, state_home=state),
+                    stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     timeout_s=600,
-                    cwd=tree,
+                    cwd=REPO if tree == _BARE else tree,
                 )
                 per_s = args.ids / done.wall_s
                 cpu_us = done.cpu_s / args.ids * 1e6
@@ -81,10 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.terminate()
         shutil.rmtree(work, ignore_errors=True)
     print(f"median of {args.rounds} rounds, {args.ids:,} IDs, static server:")
+    bare_s = statistics.median(r[0] for r in runs[_BARE]) if args.bare else None
     for tree, rows in runs.items():
         per_s = statistics.median(r[0] for r in rows)
         cpu_us = statistics.median(r[1] for r in rows)
-        print(f"  {tree}: {per_s:,.0f} req/s, {cpu_us:.0f} CPU µs/request")
+        ratio = "" if bare_s is None or tree == _BARE else f", {per_s / bare_s:.2f} of bare"
+        print(f"  {tree}: {per_s:,.0f} req/s, {cpu_us:.0f} CPU µs/request{ratio}")
     return 0
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import structlog
 
 from orchestrator import __version__
-from orchestrator.commands import completion, config, report, rerun, select, simulate
 from orchestrator.errors import ConfigError, ExitCode
 from orchestrator.escape import escape
 from orchestrator.settings import environ, known_secrets
@@ -26,6 +26,9 @@ from orchestrator.ui.logs import configure_logging
 from orchestrator.ui.streams import DropWhenGone, detach_stdout
 
 PROG = "orchestrator"
+# Imported only when named, so that `rerun` does not pay for the simulator's web server;
+# in the order `--help` lists them, `completion` (which describes them all) after.
+COMMANDS: Final = ("rerun", "select", "report", "config", "simulate")
 
 EXAMPLES = """\
 examples:
@@ -86,7 +89,10 @@ def _did_you_mean(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str
     return ""
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser for this command line: the subcommand's alone when one comes first (the
+    only flags before it are --help and --version), else every subcommand's (for --help,
+    `completion`, or a name that is not a command, which argparse then lists)."""
     parser = _Parser(
         prog=PROG,
         description="Bulk reruns of Altostrat workflow runs: paced, retried, resumable.",
@@ -95,9 +101,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for command in (rerun, select, report, config, simulate):
-        command.add_parser(commands)
-    completion.add_parser(commands, parser)  # it describes the whole command line
+    named = argv[0] if argv else None
+    for name in (named,) if named in COMMANDS else COMMANDS:
+        importlib.import_module(f"orchestrator.commands.{name}").add_parser(commands)
+    if named not in COMMANDS:
+        from orchestrator.commands import completion  # noqa: PLC0415 - shtab, when asked
+
+        completion.add_parser(commands, parser)  # it describes the whole command line
     return parser
 
 
@@ -113,8 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args: argparse.Namespace | None = None
     try:
-        args = _parser().parse_args(argv)
-        args.argv = list(sys.argv[1:] if argv is None else argv)
+        given = list(sys.argv[1:] if argv is None else argv)
+        args = _parser(given).parse_args(given)
+        args.argv = given
         handler: Callable[[argparse.Namespace], int] = args.handler
         code = int(handler(args))
         sys.stdout.flush()  # a reader gone before the last lines is found here, not at exit

@@ -15,7 +15,7 @@ import aiohttp
 import structlog
 from pydantic import ValidationError
 
-from orchestrator.api.headers import _M, _ignored_header_log, rate_hint
+from orchestrator.api.headers import _M, RateHint, _ignored_header_log, rate_hint
 from orchestrator.api.models import (
     MAX_PAGE_BYTES,
     ExecutionsPage,
@@ -43,15 +43,15 @@ DEFAULT_BASE_URL: Final = "https://v1.api.altostrat.io"
 MAX_BODY_BYTES: Final = 1 << 20
 
 
-def parse_accepted(status: int, body: bytes) -> Accepted:
+def parse_accepted(status: int, body: bytes, hint: RateHint | None = None) -> Accepted:
     """A 2xx answer to a rerun; `bad_response` unless it names a new run by a valid ID."""
     try:
         parsed = RerunResponse.model_validate_json(body)
     except ValidationError:
-        return Accepted(status, None, None, bad_response=True, raw=excerpt(body))
+        return Accepted(status, None, None, bad_response=True, hint=hint, raw=excerpt(body))
     if not is_run_id(parsed.new_run.id):
-        return Accepted(status, None, None, bad_response=True, raw=excerpt(body))
-    return Accepted(status, parsed.new_run.id, _status_text(parsed.new_run.status))
+        return Accepted(status, None, None, bad_response=True, hint=hint, raw=excerpt(body))
+    return Accepted(status, parsed.new_run.id, _status_text(parsed.new_run.status), hint=hint)
 
 
 class AltostratClient:
@@ -71,15 +71,16 @@ class AltostratClient:
             async with self._session.post(
                 url, headers=self._headers, timeout=self._timeout, allow_redirects=False
             ) as response:
-                hint = rate_hint(response.headers)
-                _ignored_header_log.note(response.headers)
-                outcome = classify_status(response.status, response.headers.get("Retry-After"))
+                headers = response.headers
+                hint = rate_hint(headers)
+                _ignored_header_log.note(headers)
+                outcome = classify_status(response.status, headers.get("Retry-After"), hint)
                 if outcome is not None:
-                    return replace(outcome, hint=hint)
+                    return outcome
                 # From here on the server has accepted: whatever goes wrong reading the body,
                 # the rerun exists and must never be sent again.
                 try:
-                    body = await _read_capped(response.content, MAX_BODY_BYTES)
+                    body = await _read_capped(response, MAX_BODY_BYTES)
                 except (aiohttp.ClientError, TimeoutError):
                     body = None
                 if body is None:
@@ -87,7 +88,7 @@ class AltostratClient:
                     return Accepted(
                         response.status, None, None, bad_response=True, hint=hint, raw=raw
                     )
-                return replace(parse_accepted(response.status, body), hint=hint)
+                return parse_accepted(response.status, body, hint)
         except aiohttp.ConnectionTimeoutError:
             # The connection never opened, so the request never left.
             return Retryable(None, ErrorCode.TIMEOUT, True, detail="connecting timed out")
@@ -151,7 +152,7 @@ class AltostratClient:
                 if isinstance(outcome, Retryable | Failed | Abort):
                     _ignored_header_log.note(response.headers)
                     return replace(outcome, hint=rate_hint(response.headers))
-                body = await _read_capped(response.content, cap)
+                body = await _read_capped(response, cap)
                 if body is None:
                     return Failed(response.status, ErrorCode.RESPONSE_TOO_LARGE)
                 return _Body(response.status, body)
@@ -177,11 +178,17 @@ def _safe_segment(text: str) -> bool:
     return bool(text) and text.isascii() and all(c.isalnum() or c in "_-" for c in text)
 
 
-async def _read_capped(content: aiohttp.StreamReader, cap: int) -> bytes | None:
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
     """The whole body, or None when it is longer than `cap` bytes."""
+    length = response.content_length
+    if length is not None and "Content-Encoding" not in response.headers:
+        # The parser reads no more than Content-Length says (and a body cut short raises),
+        # so a stated length within the cap is read in one call: the usual answer. (A
+        # compressed body is counted as it unpacks, below: its length says too little.)
+        return await response.content.read() if length <= cap else None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in content.iter_any():
+    async for chunk in response.content.iter_any():
         size += len(chunk)
         if size > cap:
             return None

@@ -121,25 +121,29 @@ Outcome = Accepted | Retryable | Failed | Abort
 _SURELY_NOT_DONE: Final = frozenset({500, 503})
 
 
-def classify_status(status: int, retry_after: str | None) -> Outcome | None:
-    """The outcome of a non-2xx status, or None for a 2xx (whose body decides)."""
+def classify_status(
+    status: int, retry_after: str | None, hint: RateHint | None = None
+) -> Outcome | None:
+    """The outcome of a non-2xx status, or None for a 2xx (whose body decides); `hint` is
+    what the answer's headers said of the rate limit."""
     if 200 <= status < 300:
         return None
     if status == 429:
-        return Retryable(status, ErrorCode.RATE_LIMITED, True, parse_retry_after(retry_after))
-    if status in _SURELY_NOT_DONE:
-        return Retryable(status, ErrorCode.SERVER_ERROR, True, parse_retry_after(retry_after))
-    if status in (502, 504):
-        return Retryable(status, ErrorCode.SERVER_ERROR, False, parse_retry_after(retry_after))
+        return Retryable(status, ErrorCode.RATE_LIMITED, True, parse_retry_after(retry_after), hint)
+    if status in _SURELY_NOT_DONE or status in (502, 504):
+        resendable = status in _SURELY_NOT_DONE
+        after = parse_retry_after(retry_after)
+        return Retryable(status, ErrorCode.SERVER_ERROR, resendable, after, hint)
     if status in (401, 403):
-        return Abort(status, ErrorCode.UNAUTHORIZED if status == 401 else ErrorCode.FORBIDDEN)
+        code = ErrorCode.UNAUTHORIZED if status == 401 else ErrorCode.FORBIDDEN
+        return Abort(status, code, hint)
     if status == 404:
-        return Failed(status, ErrorCode.NOT_FOUND)
+        return Failed(status, ErrorCode.NOT_FOUND, hint)
     if 400 <= status < 500:
-        return Failed(status, ErrorCode.CLIENT_ERROR)
+        return Failed(status, ErrorCode.CLIENT_ERROR, hint)
     if status >= 500:
-        return Failed(status, ErrorCode.SERVER_ERROR)
-    return Failed(status, ErrorCode.UNEXPECTED_STATUS)
+        return Failed(status, ErrorCode.SERVER_ERROR, hint)
+    return Failed(status, ErrorCode.UNEXPECTED_STATUS, hint)
 
 
 _FAULTS: Final = codes_of(ErrorKind.SERVER)

@@ -10,9 +10,8 @@ signal lifts the shields: what was in flight is then in doubt.
 
 from __future__ import annotations
 
-import contextlib
 import signal
-from collections.abc import Iterator
+from types import TracebackType
 
 import anyio
 import structlog
@@ -61,16 +60,10 @@ class Stop:
         self.detail = detail
         self.scope.cancel()
 
-    @contextlib.contextmanager
-    def shielded(self) -> Iterator[anyio.CancelScope]:
+    def shielded(self) -> _Shield:
         """A request and its ledger records: a stop lets them finish, a second signal
         does not (the scope's `cancelled_caught` then says so)."""
-        with anyio.CancelScope(shield=True) as shield:
-            self._shields.add(shield)
-            try:
-                yield shield
-            finally:
-                self._shields.discard(shield)
+        return _Shield(self._shields)
 
     async def watch_signals(self) -> None:
         watched = [
@@ -125,3 +118,28 @@ class Stop:
                 detail="the API refused the token; no further requests are sent",
             )
         self.request(StopReason.ABORTED, f"HTTP {outcome.http_status} {outcome.error}")
+
+
+class _Shield:
+    """A shielded cancel scope that `Stop` can find while it is entered (a second signal
+    cancels it). A class, not a generator: it is entered once a request."""
+
+    __slots__ = ("_scope", "_shields")
+
+    def __init__(self, shields: set[anyio.CancelScope]) -> None:
+        self._shields = shields
+        self._scope = anyio.CancelScope(shield=True)
+
+    def __enter__(self) -> anyio.CancelScope:
+        scope = self._scope.__enter__()
+        self._shields.add(scope)
+        return scope
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self._shields.discard(self._scope)
+        return bool(self._scope.__exit__(exc_type, exc, tb))
