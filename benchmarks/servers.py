@@ -22,8 +22,8 @@ import sys
 from collections.abc import Sequence
 from typing import Final, NoReturn
 
+from orchestrator.commands.simulate import add_rate_limit_arguments, with_rate_limit
 from orchestrator.simulator import RunningSimulator, SimConfig
-from orchestrator.simulator.serve import add_rate_limit_arguments, with_rate_limit
 
 HOST: Final = "127.0.0.1"
 TOKEN: Final = "bench-token"  # noqa: S105 - the well-known token of a local fake

@@ -11,8 +11,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from orchestrator.commands.simulate import add_arguments, config_from_args, run
 from orchestrator.simulator import SimConfig
-from orchestrator.simulator.serve import add_arguments, config_from_args, run
 from tests.helpers.clikit import read_announcement
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,7 +127,8 @@ async def test_the_command_serves_until_signalled(signum: signal.Signals) -> Non
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "orchestrator.simulator.serve",
+        "orchestrator",
+        "simulate",
         "--port",
         "0",
         "--runs",
