@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from orchestrator.ids import Rejected
+from orchestrator.ids import Rejected, parse_line
 from orchestrator.ledger.idstore import IdSet, IdState, IdStates
 from orchestrator.outcome import Tally
 from orchestrator.settings import RerunSettings
@@ -71,6 +71,12 @@ class Admitter:
         self._reruns = reruns
         self._settings = settings
         self._tally = tally
+
+    def judge(self, raw: bytes) -> tuple[str | Rejected | None, Verdict]:
+        """The next line of the input: counted, parsed and admitted."""
+        self._tally.lines += 1
+        parsed = parse_line(raw, self._tally.lines)
+        return parsed, self.admit(parsed)
 
     def admit(self, parsed: str | Rejected | None) -> Verdict:
         run_id = parsed if isinstance(parsed, str) else None

@@ -15,7 +15,7 @@ import anyio
 import structlog
 
 from orchestrator.errors import InputError
-from orchestrator.ids import Rejected, parse_line
+from orchestrator.ids import Rejected
 from orchestrator.ledger.replay import ResumeState
 from orchestrator.outcome import Estimate, RunResult, StopReason, Tally, effective_rate
 from orchestrator.rerun.admission import Admitter
@@ -71,9 +71,7 @@ class DryRun:
         )
 
     async def _line(self, raw: bytes) -> None:
-        self.tally.lines += 1
-        parsed = parse_line(raw, self.tally.lines)
-        verdict = self._admitter.admit(parsed)
+        parsed, verdict = self._admitter.judge(raw)
         match verdict.action:
             case "reject":
                 assert isinstance(parsed, Rejected)

@@ -27,7 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from orchestrator import __version__
 from orchestrator.api.client import AltostratClient
 from orchestrator.errors import ConfigError, InputError
-from orchestrator.ids import Rejected, parse_line
+from orchestrator.ids import Rejected
 from orchestrator.ledger.records import Finished, SessionEnded, SessionStarted, Skipped, utc_now
 from orchestrator.ledger.records import Rejected as RejectedRecord
 from orchestrator.ledger.replay import ResumeState, replay_file
@@ -35,7 +35,7 @@ from orchestrator.ledger.writer import FileOps, LedgerWriter
 from orchestrator.outcome import RunResult, Snapshot, StopReason, Tally, exit_code
 from orchestrator.pacing.pacer import Pacer
 from orchestrator.pacing.retry import Retrying
-from orchestrator.rerun.admission import Admitter
+from orchestrator.rerun.admission import Admitter, Verdict
 from orchestrator.rerun.attempts import Attempts
 from orchestrator.rerun.dryrun import DryRun
 from orchestrator.rerun.plan import plan_of
@@ -213,8 +213,7 @@ class Rerun:
 
     async def _feed(self, batches: Batches, ids: MemoryObjectSendStream[str]) -> None:
         async def line(raw: bytes) -> None:
-            self.tally.lines += 1
-            if (run_id := self._admit(parse_line(raw, self.tally.lines))) is not None:
+            if (run_id := self._admit(*self._admitter.judge(raw))) is not None:
                 self._pending += 1
                 await _send(ids, run_id)
 
@@ -223,10 +222,9 @@ class Rerun:
             self._input_error = await read_lines(batches, line)
             self._input_done = self._input_error is None
 
-    def _admit(self, parsed: str | Rejected | None) -> str | None:
-        """Judge one parsed line, recording a rejection or an is-rerun skip; the ID to
-        send, or None."""
-        verdict = self._admitter.admit(parsed)
+    def _admit(self, parsed: str | Rejected | None, verdict: Verdict) -> str | None:
+        """Act on the verdict on one line, recording a rejection or an is-rerun skip; the
+        ID to send, or None."""
         if verdict.action == "send":
             assert isinstance(parsed, str)
             return parsed

@@ -195,7 +195,9 @@ def read_workflows(listing: WorkflowList) -> Workflows:
     return Workflows(tuple(ids), tuple(unreadable))
 
 
-class Verdict(enum.Enum):
+class Fit(enum.Enum):
+    """How a listed run fits the criteria: it matches, or why it does not."""
+
     MATCH = "match"
     STATUS = "status"  # another status
     OUTSIDE = "outside"  # outside the window
@@ -222,18 +224,18 @@ class Criteria:
     def windowed(self) -> bool:
         return self.since is not None or self.until is not None
 
-    def judge(self, run: Listed, horizon: datetime | None) -> Verdict:
+    def judge(self, run: Listed, horizon: datetime | None) -> Fit:
         if self.statuses and run.status not in self.statuses:
-            return Verdict.STATUS
+            return Fit.STATUS
         if run.at is None:
-            return Verdict.UNDATED if self.windowed else Verdict.MATCH
+            return Fit.UNDATED if self.windowed else Fit.MATCH
         if horizon is not None and run.at > horizon:
-            return Verdict.ARRIVED
+            return Fit.ARRIVED
         if self.since is not None and run.at < self.since:
-            return Verdict.OUTSIDE
+            return Fit.OUTSIDE
         if self.until is not None and run.at >= self.until:
-            return Verdict.OUTSIDE
-        return Verdict.MATCH
+            return Fit.OUTSIDE
+        return Fit.MATCH
 
 
 # ---- the page walk ---------------------------------------------------------------------
@@ -328,11 +330,11 @@ class Walk:
             self._seen.add(item.id)
             fresh += 1
             verdict = self.criteria.judge(item, self.horizon)
-            if verdict is Verdict.MATCH:
+            if verdict is Fit.MATCH:
                 matches.append(item)
-            elif verdict is Verdict.UNDATED:
+            elif verdict is Fit.UNDATED:
                 undated.append(item)
-            elif verdict is Verdict.ARRIVED:
+            elif verdict is Fit.ARRIVED:
                 self.stats.arrived += 1
         self.stats.listed += fresh
         self.stats.matched += len(matches)

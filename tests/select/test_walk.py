@@ -19,10 +19,10 @@ from orchestrator.select.walk import (
     MAX_IDLE_PAGES,
     MAX_STEP_BACKS,
     Criteria,
+    Fit,
     Listed,
     Page,
     Unreadable,
-    Verdict,
     Walk,
     parse_api_time,
     parse_time,
@@ -136,29 +136,29 @@ def test_since_after_until_is_refused() -> None:
 def test_the_window_includes_since_and_excludes_until() -> None:
     since, until = NOW - timedelta(hours=1), NOW
     criteria = Criteria(since=since, until=until)
-    assert criteria.judge(run(1, since), None) is Verdict.MATCH
-    assert criteria.judge(run(2, until - timedelta(microseconds=1)), None) is Verdict.MATCH
-    assert criteria.judge(run(3, until), None) is Verdict.OUTSIDE
-    assert criteria.judge(run(4, since - timedelta(microseconds=1)), None) is Verdict.OUTSIDE
+    assert criteria.judge(run(1, since), None) is Fit.MATCH
+    assert criteria.judge(run(2, until - timedelta(microseconds=1)), None) is Fit.MATCH
+    assert criteria.judge(run(3, until), None) is Fit.OUTSIDE
+    assert criteria.judge(run(4, since - timedelta(microseconds=1)), None) is Fit.OUTSIDE
 
 
 def test_status_filter_takes_any_of_the_statuses_given() -> None:
     criteria = Criteria(statuses=frozenset({"failed", "awaiting_ui_interaction"}))
-    assert criteria.judge(run(1, NOW, "failed"), None) is Verdict.MATCH
-    assert criteria.judge(run(2, NOW, "awaiting_ui_interaction"), None) is Verdict.MATCH
-    assert criteria.judge(run(3, NOW, "completed"), None) is Verdict.STATUS
-    assert criteria.judge(run(4, NOW, None), None) is Verdict.STATUS
+    assert criteria.judge(run(1, NOW, "failed"), None) is Fit.MATCH
+    assert criteria.judge(run(2, NOW, "awaiting_ui_interaction"), None) is Fit.MATCH
+    assert criteria.judge(run(3, NOW, "completed"), None) is Fit.STATUS
+    assert criteria.judge(run(4, NOW, None), None) is Fit.STATUS
 
 
 def test_an_undated_run_is_listed_only_without_a_window() -> None:
-    assert Criteria().judge(run(1, None), None) is Verdict.MATCH
-    assert Criteria(since=NOW).judge(run(1, None), None) is Verdict.UNDATED
-    assert Criteria(until=NOW).judge(run(1, None), None) is Verdict.UNDATED
+    assert Criteria().judge(run(1, None), None) is Fit.MATCH
+    assert Criteria(since=NOW).judge(run(1, None), None) is Fit.UNDATED
+    assert Criteria(until=NOW).judge(run(1, None), None) is Fit.UNDATED
 
 
 def test_a_run_newer_than_the_horizon_arrived_while_paging() -> None:
-    assert Criteria().judge(run(1, NOW + timedelta(seconds=1)), NOW) is Verdict.ARRIVED
-    assert Criteria().judge(run(2, NOW), NOW) is Verdict.MATCH
+    assert Criteria().judge(run(1, NOW + timedelta(seconds=1)), NOW) is Fit.ARRIVED
+    assert Criteria().judge(run(2, NOW), NOW) is Fit.MATCH
 
 
 def test_an_item_is_read_by_its_documented_fields_and_kept_as_sent() -> None:
@@ -463,4 +463,4 @@ def test_reading_a_list_that_only_grows_never_steps_back() -> None:
 def test_a_timezone_other_than_utc_compares_as_the_same_instant() -> None:
     paris = timezone(timedelta(hours=1))
     criteria = Criteria(since=datetime(2026, 3, 2, 10, 10, tzinfo=paris))
-    assert criteria.judge(run(1, datetime(2026, 3, 2, 9, 10, tzinfo=UTC)), None) is Verdict.MATCH
+    assert criteria.judge(run(1, datetime(2026, 3, 2, 9, 10, tzinfo=UTC)), None) is Fit.MATCH
