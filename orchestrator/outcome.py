@@ -4,7 +4,9 @@ Pure: no I/O here. (The same summary read back from a ledger is `ledger.report`.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -124,6 +126,17 @@ class Estimate:
     def seconds(self) -> float | None:
         return estimated_seconds(self.count, self.per_s)
 
+    @property
+    def rounded_seconds(self) -> float | None:
+        """`seconds` as the summary states it: to the tenth."""
+        seconds = self.seconds
+        return None if seconds is None else round(seconds, 1)
+
+    @property
+    def rounded_per_s(self) -> float | None:
+        """`per_s` as the summary states it: to the millionth."""
+        return None if self.per_s is None else round(self.per_s, 6)
+
 
 def estimate_text(seconds: float | None, per_s: float | None, base_url: str) -> str:
     """The estimate as a console line reads it: `about 2 h 47 min at 60/min to URL`."""
@@ -185,66 +198,243 @@ def exit_code(result: RunResult) -> ExitCode:
     return ExitCode.OK
 
 
-def summary(result: RunResult) -> dict[str, object]:
-    """The end-of-run summary as flat, JSON-ready fields."""
+@dataclass(frozen=True, slots=True)
+class LedgerHistory:
+    """What only a ledger read back tells (`orchestrator report`): its sessions, their
+    timing, and the lines in it that are no record."""
+
+    sessions: int = 0
+    last_session_exit_code: int | None = None  # None: no session has ended (yet)
+    last_session_input_unread: bool = False  # the last session stopped before its input's end
+    first_at: str | None = None  # the first and last record's time, as written
+    last_at: str | None = None
+    latency_ms: Mapping[str, float] = field(default_factory=dict)  # p50, p95, p99, max
+    corrupt_lines: int = 0
+    corrupt_line_numbers: tuple[int, ...] = ()  # the first few
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """How a run went: the end-of-run summary, and `orchestrator report`'s.
+
+    A live run gives one (`summary`), and so does a ledger read back (`ledger.report`),
+    which knows less: the input's counts (lines, duplicates, not sent, …) stay 0 there and
+    `history` is set, while a live run's `history` is None. What neither may have (a dry
+    run's `would_send`, a rate budget, a ledger error) is None. Counts by key are sorted,
+    the elapsed time and rates rounded, and ID lists cut to their first `SHOWN_IN_DOUBT`,
+    as the summary states them. `as_fields` is its JSON and log form."""
+
+    outcome: str  # a StopReason's value; from a ledger also running, interrupted or empty
+    exit_code: int
+    ledger: str
+    succeeded: int = 0
+    in_doubt_unreadable_response: int = 0  # in doubt: a 2xx naming no valid new run
+    failed_by_error: Mapping[str, int] = field(default_factory=dict)
+    rejected: int = 0
+    in_doubt: int = 0
+    in_doubt_ids: tuple[str, ...] = ()
+    unsettled: int = 0  # mid-retry when a run stopped: the same command sends them again
+    unsettled_ids: tuple[str, ...] = ()
+    skipped_is_rerun: int = 0
+    requests: int = 0
+    retries: int = 0
+    requests_by_status: Mapping[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    effective_rate_per_s: float = 0.0
+    # --wait: how the new runs ended (None: not followed), and the original IDs of those
+    # that did not complete, by outcome.
+    finished_by_outcome: Mapping[str, int] | None = None
+    finished_ids: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # A live run's alone: a ledger does not say them, and its summary leaves them out.
+    possibly_duplicated: int = 0  # sent again after an attempt the server may have taken
+    possibly_duplicated_ids: tuple[str, ...] = ()
+    skipped_done: int = 0
+    skipped_failed: int = 0
+    duplicates: int = 0
+    not_sent: int = 0
+    blank_lines: int = 0
+    lines: int = 0
+    input_unread: bool = False
+    unread_lines: int | None = 0  # None: the run stopped, and how much was left is unknown
+    circuit_opened: int = 0
+    polls: int = 0
+    # A live run's, when they apply.
+    base_url: str | None = None
+    would_send: int | None = None  # a dry run's
+    estimate: Estimate | None = None  # a dry run's
+    abort_detail: str | None = None
+    ledger_error: str | None = None  # why the ledger could not be written
+    unrecorded_mappings: Mapping[str, str | None] = field(default_factory=dict)
+    unrecorded_outcomes: Mapping[str, str] = field(default_factory=dict)
+    budget: BudgetReport | None = None
+    # The next step the summary ends with: `rerun` adds one (see `commands.rerun`).
+    resume_command: str | None = None
+    retry_command: str | None = None
+    history: LedgerHistory | None = None  # a ledger read back; None: a live run
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failed_by_error.values())
+
+    @property
+    def unrecorded(self) -> int:
+        """Outcomes the ledger could not take."""
+        return len(self.unrecorded_mappings) + len(self.unrecorded_outcomes)
+
+    def as_fields(self) -> dict[str, object]:
+        """The summary as flat, JSON-ready fields, in the order they are written: what the
+        `rerun.summary` log event, `--summary-json` and `report --json` say."""
+        run, history = self.history is None, self.history
+        fields: dict[str, object] = {"outcome": self.outcome, "exit_code": self.exit_code}
+        if history is not None:
+            fields["last_session_exit_code"] = history.last_session_exit_code
+        fields |= {
+            "succeeded": self.succeeded,
+            "in_doubt_unreadable_response": self.in_doubt_unreadable_response,
+            "failed": self.failed,
+            "failed_by_error": dict(self.failed_by_error),
+            "rejected": self.rejected,
+            "in_doubt": self.in_doubt,
+            "in_doubt_ids": list(self.in_doubt_ids),
+            "unsettled": self.unsettled,
+            "unsettled_ids": list(self.unsettled_ids),
+        }
+        if run:
+            fields |= {
+                "possibly_duplicated": self.possibly_duplicated,
+                "possibly_duplicated_ids": list(self.possibly_duplicated_ids),
+                "skipped_done": self.skipped_done,
+                "skipped_failed": self.skipped_failed,
+            }
+        fields["skipped_is_rerun"] = self.skipped_is_rerun
+        if history is not None:
+            fields["last_session_input_unread"] = history.last_session_input_unread
+        if run:
+            fields |= {
+                "duplicates": self.duplicates,
+                "not_sent": self.not_sent,
+                "blank_lines": self.blank_lines,
+                "lines": self.lines,
+                "input_unread": self.input_unread,
+                "unread_lines": self.unread_lines,
+            }
+        fields |= {
+            "requests": self.requests,
+            "retries": self.retries,
+            "requests_by_status": dict(self.requests_by_status),
+        }
+        if run:
+            fields["circuit_opened"] = self.circuit_opened
+        fields |= {"elapsed_s": self.elapsed_s, "effective_rate_per_s": self.effective_rate_per_s}
+        if history is not None:
+            fields |= {
+                "sessions": history.sessions,
+                "first_at": history.first_at,
+                "last_at": history.last_at,
+                "latency_ms": dict(history.latency_ms),
+                "corrupt_lines": history.corrupt_lines,
+                "corrupt_line_numbers": list(history.corrupt_line_numbers),
+            }
+        fields["ledger"] = self.ledger
+        self._add_ending(fields)
+        return fields
+
+    def _add_ending(self, fields: dict[str, object]) -> None:
+        """The fields that only some summaries have, in their order."""
+        if self.base_url is not None:
+            fields["base_url"] = self.base_url
+        if self.would_send is not None:
+            fields["would_send"] = self.would_send
+        if self.estimate is not None:
+            fields["estimated_duration_s"] = self.estimate.rounded_seconds
+            fields["estimate_rate_per_s"] = self.estimate.rounded_per_s
+        if self.finished_by_outcome is not None:
+            fields["finished_by_outcome"] = dict(self.finished_by_outcome)
+            if self.history is None:
+                fields["polls"] = self.polls
+            for outcome, ids in self.finished_ids.items():
+                fields[f"{outcome}_ids"] = list(ids)
+        if self.abort_detail:
+            fields["abort_detail"] = self.abort_detail
+        if self.ledger_error is not None:
+            # Every one of them, not the first 20: this is the only place they are kept.
+            fields["ledger_error"] = self.ledger_error
+            fields["unrecorded"] = self.unrecorded
+            fields["unrecorded_mappings"] = dict(self.unrecorded_mappings)
+            fields["unrecorded_outcomes"] = dict(self.unrecorded_outcomes)
+        if self.budget is not None:
+            fields.update(self.budget.fields())
+        if self.resume_command is not None:
+            fields["resume_command"] = self.resume_command
+        if self.retry_command is not None:
+            fields["retry_command"] = self.retry_command
+
+
+def in_key_order(counts: Mapping[str, int]) -> dict[str, int]:
+    """Counts by key, sorted by key, as a summary lists them."""
+    return dict(sorted(counts.items()))
+
+
+def first_shown(ids: Iterable[str]) -> tuple[str, ...]:
+    """The IDs a summary names: the first `SHOWN_IN_DOUBT`; its count holds the rest."""
+    return tuple(itertools.islice(ids, SHOWN_IN_DOUBT))
+
+
+def pace(requests: int, elapsed_s: float) -> tuple[float, float]:
+    """The elapsed seconds and the requests per second over them, as a summary states
+    them: to the millisecond (no time, no rate)."""
+    rate = requests / elapsed_s if elapsed_s > 0 else 0.0
+    return round(elapsed_s, 3), round(rate, 3)
+
+
+def summary(result: RunResult) -> Summary:
+    """The end-of-run summary of a live run (or a dry run)."""
     tally = result.tally
-    rate = tally.requests / result.elapsed_s if result.elapsed_s > 0 else 0.0
-    fields: dict[str, object] = {
-        "outcome": result.reason.value,
-        "exit_code": int(exit_code(result)),
-        "succeeded": tally.succeeded,
-        "in_doubt_unreadable_response": tally.bad_response,
-        "failed": tally.failed_total,
-        "failed_by_error": dict(sorted(tally.failed.items())),
-        "rejected": tally.rejected,
-        "in_doubt": len(tally.in_doubt),
-        "in_doubt_ids": tally.in_doubt[:SHOWN_IN_DOUBT],
-        "unsettled": len(tally.unsettled),
-        "unsettled_ids": tally.unsettled[:SHOWN_IN_DOUBT],
-        "possibly_duplicated": len(tally.resent_after_doubt),
-        "possibly_duplicated_ids": tally.resent_after_doubt[:SHOWN_IN_DOUBT],
-        "skipped_done": tally.skipped_succeeded,
-        "skipped_failed": tally.skipped_failed,
-        "skipped_is_rerun": tally.skipped_is_rerun,
-        "duplicates": tally.duplicates,
-        "not_sent": tally.not_sent,
-        "blank_lines": tally.blank,
-        "lines": tally.lines,
-        "input_unread": not result.input_done,
-        "unread_lines": 0 if result.input_done else result.unread_lines,
-        "requests": tally.requests,
-        "retries": tally.retries,
-        "requests_by_status": dict(sorted(tally.by_status.items())),
-        "circuit_opened": tally.circuit_opened,
-        "elapsed_s": round(result.elapsed_s, 3),
-        "effective_rate_per_s": round(rate, 3),
-        "ledger": result.ledger,
-    }
-    if result.base_url is not None:
-        fields["base_url"] = result.base_url
-    if result.dry_run:
-        fields["would_send"] = tally.would_send
-    if result.estimate is not None:
-        seconds = result.estimate.seconds
-        fields["estimated_duration_s"] = None if seconds is None else round(seconds, 1)
-        per_s = result.estimate.per_s
-        fields["estimate_rate_per_s"] = None if per_s is None else round(per_s, 6)
-    if tally.finished or result.waited:
-        fields["finished_by_outcome"] = dict(sorted(tally.finished.items()))
-        fields["polls"] = tally.polls
-        for outcome, ids in sorted(tally.unsettled_reruns.items()):
-            fields[f"{outcome}_ids"] = ids[:SHOWN_IN_DOUBT]
-    if result.abort_detail:
-        fields["abort_detail"] = result.abort_detail
-    if result.ledger_error is not None:
-        # Every one of them, not the first 20: this is the only place they are kept.
-        fields["ledger_error"] = result.ledger_error
-        fields["unrecorded"] = len(tally.unrecorded_mappings) + len(tally.unrecorded_outcomes)
-        fields["unrecorded_mappings"] = dict(tally.unrecorded_mappings)
-        fields["unrecorded_outcomes"] = dict(tally.unrecorded_outcomes)
-    if result.budget is not None:
-        fields.update(result.budget.fields())
-    return fields
+    elapsed_s, rate = pace(tally.requests, result.elapsed_s)
+    followed = bool(tally.finished) or result.waited
+    return Summary(
+        outcome=result.reason.value,
+        exit_code=int(exit_code(result)),
+        ledger=result.ledger,
+        succeeded=tally.succeeded,
+        in_doubt_unreadable_response=tally.bad_response,
+        failed_by_error=in_key_order(tally.failed),
+        rejected=tally.rejected,
+        in_doubt=len(tally.in_doubt),
+        in_doubt_ids=first_shown(tally.in_doubt),
+        unsettled=len(tally.unsettled),
+        unsettled_ids=first_shown(tally.unsettled),
+        skipped_is_rerun=tally.skipped_is_rerun,
+        requests=tally.requests,
+        retries=tally.retries,
+        requests_by_status=in_key_order(tally.by_status),
+        elapsed_s=elapsed_s,
+        effective_rate_per_s=rate,
+        finished_by_outcome=in_key_order(tally.finished) if followed else None,
+        finished_ids={
+            outcome: first_shown(ids) for outcome, ids in sorted(tally.unsettled_reruns.items())
+        },
+        possibly_duplicated=len(tally.resent_after_doubt),
+        possibly_duplicated_ids=first_shown(tally.resent_after_doubt),
+        skipped_done=tally.skipped_succeeded,
+        skipped_failed=tally.skipped_failed,
+        duplicates=tally.duplicates,
+        not_sent=tally.not_sent,
+        blank_lines=tally.blank,
+        lines=tally.lines,
+        input_unread=not result.input_done,
+        unread_lines=0 if result.input_done else result.unread_lines,
+        circuit_opened=tally.circuit_opened,
+        polls=tally.polls,
+        base_url=result.base_url,
+        would_send=tally.would_send if result.dry_run else None,
+        estimate=result.estimate,
+        abort_detail=result.abort_detail,
+        ledger_error=result.ledger_error,
+        unrecorded_mappings=dict(tally.unrecorded_mappings),
+        unrecorded_outcomes=dict(tally.unrecorded_outcomes),
+        budget=result.budget,
+    )
 
 
 def status_key(http_status: int | None, error: object = None) -> str:

@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ids:
         _print_ids(report, args.ids, fmt, out)
         return ExitCode.OK
-    fields = report.summary(str(ledger), running)
+    fields = report.summary(str(ledger), running).as_fields()
     if fmt == "table" and (args.format == "table" or out.isatty()):
         print_summary(fields, f"ledger {ledger}: {fields['outcome']}", out)
     else:

@@ -163,7 +163,7 @@ def _run(loaded: Loaded, settings: RerunSettings, argv: list[str]) -> int:
             result, unread_lines=_unread_lines(settings.source, result.tally.lines)
         )
     code = exit_code(result)
-    fields = summary(result)
+    fields = summary(result).as_fields()
     fields.update(next_step(result, loaded, argv))
     if resolve_format(settings.log_format, stderr) == "console":
         title = "dry run" if settings.dry_run else f"rerun {result.reason.value}"

@@ -4,7 +4,6 @@ lines and records, and opens nothing."""
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -16,7 +15,15 @@ from orchestrator.errors import ExitCode
 from orchestrator.ledger.idstore import IdSet, IdState
 from orchestrator.ledger.records import read_records
 from orchestrator.ledger.replay import ResumeState
-from orchestrator.outcome import SHOWN_IN_DOUBT, UNSETTLED_OUTCOMES, status_key
+from orchestrator.outcome import (
+    UNSETTLED_OUTCOMES,
+    LedgerHistory,
+    Summary,
+    first_shown,
+    in_key_order,
+    pace,
+    status_key,
+)
 
 # `report` names the first this many corrupt line numbers; the count is whole.
 SHOWN_CORRUPT: Final = 5
@@ -187,55 +194,55 @@ class LedgerReport:
             return ExitCode.INCOMPLETE
         return ExitCode.OK
 
-    def summary(self, ledger: str, running: bool) -> dict[str, object]:
-        """The same fields as a run's summary, where a ledger can tell them, plus timing."""
-        in_doubt = list(itertools.islice(self.ids(IdState.IN_DOUBT), SHOWN_IN_DOUBT))
+    def summary(self, ledger: str, running: bool) -> Summary:
+        """The same summary as a run's, where a ledger can tell it, with its history."""
         session_s = self.session_s
         if self._session_start is not None and self._session_last is not None:
             session_s += max(0.0, self._session_last - self._session_start)
-        rate = self.requests / session_s if session_s > 0 else 0.0
+        elapsed_s, rate = pace(self.requests, session_s)
         if running:
             outcome = "running"
         elif self.session_open:
             outcome = "interrupted"  # a session started and never ended: a crash or kill -9
         else:
             outcome = self.last_reason or "empty"
-        fields: dict[str, object] = {
-            "outcome": outcome,
-            "exit_code": int(self.exit_code()),
-            "last_session_exit_code": self.last_exit_code,
-            "succeeded": self.count(IdState.SUCCEEDED),
-            "in_doubt_unreadable_response": self.bad_response,
-            "failed": len(self.failed_error),
-            "failed_by_error": dict(sorted(Counter(self.failed_error.values()).items())),
-            "rejected": len(self.rejected),
-            "in_doubt": self.count(IdState.IN_DOUBT),
-            "in_doubt_ids": in_doubt,
-            "unsettled": self.count(IdState.RESENDABLE),
-            "unsettled_ids": list(itertools.islice(self.ids(IdState.RESENDABLE), SHOWN_IN_DOUBT)),
-            "skipped_is_rerun": sum(1 for _ in self.is_rerun_skips()),
-            "last_session_input_unread": self.last_input_unread,
-            "requests": self.requests,
-            "retries": self.retries,
-            "requests_by_status": dict(sorted(self.by_status.items())),
-            "elapsed_s": round(session_s, 3),
-            "effective_rate_per_s": round(rate, 3),
-            "sessions": self.sessions,
-            "first_at": self.first_at,
-            "last_at": self.last_at,
-            "latency_ms": _percentiles(self.latencies),
-            "corrupt_lines": self.state.corrupt_lines,
-            "corrupt_line_numbers": list(self.state.corrupt_shown),
-            "ledger": ledger,
-        }
-        if self.finished:
-            fields["finished_by_outcome"] = dict(sorted(Counter(self.finished.values()).items()))
+        ended = Counter(self.finished.values())  # --wait: how the new runs ended
+        return Summary(
+            outcome=outcome,
+            exit_code=int(self.exit_code()),
+            ledger=ledger,
+            succeeded=self.count(IdState.SUCCEEDED),
+            in_doubt_unreadable_response=self.bad_response,
+            failed_by_error=in_key_order(Counter(self.failed_error.values())),
+            rejected=len(self.rejected),
+            in_doubt=self.count(IdState.IN_DOUBT),
+            in_doubt_ids=first_shown(self.ids(IdState.IN_DOUBT)),
+            unsettled=self.count(IdState.RESENDABLE),
+            unsettled_ids=first_shown(self.ids(IdState.RESENDABLE)),
+            skipped_is_rerun=sum(1 for _ in self.is_rerun_skips()),
+            requests=self.requests,
+            retries=self.retries,
+            requests_by_status=in_key_order(self.by_status),
+            elapsed_s=elapsed_s,
+            effective_rate_per_s=rate,
+            finished_by_outcome=in_key_order(ended) if ended else None,
             # Only the outcomes a run writes name a field: a ledger's own words cannot
             # overwrite another (an outcome "in_doubt" would replace `in_doubt_ids`).
-            for outcome in sorted(set(self.finished.values()) & UNSETTLED_OUTCOMES):
-                ids = (i for i, o in self.finished.items() if o == outcome)
-                fields[f"{outcome}_ids"] = list(itertools.islice(ids, SHOWN_IN_DOUBT))
-        return fields
+            finished_ids={
+                outcome: first_shown(i for i, o in self.finished.items() if o == outcome)
+                for outcome in sorted(ended.keys() & UNSETTLED_OUTCOMES)
+            },
+            history=LedgerHistory(
+                sessions=self.sessions,
+                last_session_exit_code=self.last_exit_code,
+                last_session_input_unread=self.last_input_unread,
+                first_at=self.first_at,
+                last_at=self.last_at,
+                latency_ms=_percentiles(self.latencies),
+                corrupt_lines=self.state.corrupt_lines,
+                corrupt_line_numbers=tuple(self.state.corrupt_shown),
+            ),
+        )
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:

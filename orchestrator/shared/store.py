@@ -257,12 +257,17 @@ class BudgetReport:
     per_s: float | None  # the limit the schedule ran at last
     how: How | None
 
+    @property
+    def rounded_per_s(self) -> float | None:
+        """`per_s` as the summary and the metrics state it: to the thousandth."""
+        return None if self.per_s is None else round(self.per_s, 3)
+
     def fields(self) -> dict[str, object]:
         """As the summary's flat fields."""
         return {
             "rate_store": self.store,
             "rate_budget_shared": self.shared,
-            "rate_budget_per_s": None if self.per_s is None else round(self.per_s, 3),
+            "rate_budget_per_s": self.rounded_per_s,
             "rate_budget_source": self.how,
         }
 

@@ -159,7 +159,7 @@ def test_the_report_reader_counts_them_alike_and_still_summarises(values: list[o
     good = sum(1 for v in values if is_record(v))
     assert report.state.records == good
     assert report.state.corrupt_lines == len(values) - good
-    fields = report.summary("l.jsonl", running=False)
+    fields = report.summary("l.jsonl", running=False).as_fields()
     json.dumps(fields)
     for state in IdState:
         list(report.ids(state))
@@ -190,7 +190,7 @@ def test_a_rejected_line_whose_line_number_is_a_list_is_corrupt() -> None:
     assert state.ids == {"fl_run_a": IdState.IN_DOUBT}  # its answer unreadable: not resent
     report = LedgerReport()
     report.feed_lines(lines)
-    assert report.summary("l", running=False)["corrupt_lines"] == 2
+    assert report.summary("l", running=False).as_fields()["corrupt_lines"] == 2
 
 
 def test_an_outcome_named_after_a_summary_field_cannot_overwrite_it() -> None:
@@ -201,7 +201,7 @@ def test_an_outcome_named_after_a_summary_field_cannot_overwrite_it() -> None:
     lines = as_lines([{"event": "dispatched", "original_run_id": "fl_run_a", "at": AT}, finished])
     report = LedgerReport()
     report.feed_lines(lines)
-    fields = report.summary("l", running=False)
+    fields = report.summary("l", running=False).as_fields()
     assert fields["in_doubt_ids"] == ["fl_run_a"]
     assert fields["finished_by_outcome"] == {"in_doubt": 1}
 

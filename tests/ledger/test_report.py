@@ -30,7 +30,7 @@ TOKEN = "report-test-token-padded-to-look-like-a-real-jwt"
 def test_the_report_folds_every_session_into_each_ids_last_word() -> None:
     report = LedgerReport()
     report.feed_lines(ledger_lines(two_sessions()))
-    fields = report.summary("l.jsonl", running=False)
+    fields = report.summary("l.jsonl", running=False).as_fields()
     assert fields["outcome"] == "completed"
     assert fields["last_session_exit_code"] == 1
     assert fields["exit_code"] == 1
@@ -57,11 +57,11 @@ def test_a_session_that_never_ended_reads_as_interrupted_and_torn_lines_as_corru
     report = LedgerReport()
     lines = ledger_lines([*session(1, 0), *ok("fl_run_a", 0.1, 0.2)])
     report.feed_lines([*lines, b'{"event": "dispa'])
-    fields = report.summary("l.jsonl", running=False)
+    fields = report.summary("l.jsonl", running=False).as_fields()
     assert fields["outcome"] == "interrupted"
     assert fields["corrupt_lines"] == 1
     assert fields["exit_code"] == 0
-    assert report.summary("l.jsonl", running=True)["outcome"] == "running"
+    assert report.summary("l.jsonl", running=True).as_fields()["outcome"] == "running"
 
 
 def test_latencies_are_sampled_in_bounded_memory() -> None:
@@ -71,7 +71,7 @@ def test_latencies_are_sampled_in_bounded_memory() -> None:
         records += ok(f"fl_run_{n}", 1.0, 1.0 + (n % 100) / 1000)
     report.feed_lines(ledger_lines(records))
     assert len(report.latencies) == 10_000
-    latency = report.summary("l", running=False)["latency_ms"]
+    latency = report.summary("l", running=False).as_fields()["latency_ms"]
     assert isinstance(latency, dict)
     assert 40 <= latency["p50"] <= 60
     assert latency["max"] == 99.0

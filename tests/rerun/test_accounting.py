@@ -149,12 +149,12 @@ def interrupted(tally: Tally, *, input_done: bool, unread: int | None) -> RunRes
 def test_the_summary_names_unsettled_ids_and_unread_input() -> None:
     tally = Tally(lines=10, succeeded=5, not_sent=2, unsettled=["fl_run_a", "fl_run_b"])
     tally.failed["not_found"] = 1
-    fields = summary(interrupted(tally, input_done=False, unread=7))
+    fields = summary(interrupted(tally, input_done=False, unread=7)).as_fields()
     assert (fields["unsettled"], fields["unsettled_ids"]) == (2, ["fl_run_a", "fl_run_b"])
     assert (fields["input_unread"], fields["unread_lines"], fields["lines"]) == (True, 7, 10)
-    stdin = summary(interrupted(tally, input_done=False, unread=None))
+    stdin = summary(interrupted(tally, input_done=False, unread=None)).as_fields()
     assert (stdin["input_unread"], stdin["unread_lines"]) == (True, None)
-    done = summary(interrupted(Tally(), input_done=True, unread=None))
+    done = summary(interrupted(Tally(), input_done=True, unread=None)).as_fields()
     assert (done["input_unread"], done["unread_lines"]) == (False, 0)
 
 
@@ -195,10 +195,10 @@ async def test_new_run_ids_piped_back_in_are_skipped_unless_include_reruns(
 
         plan = await rerun(sim, ledger, mixed, dry_run=True)
         assert {f"skip\t{i}\tis_rerun" for i in new_runs} <= set(plan.stdout.splitlines())
-        assert summary(plan.result)["skipped_is_rerun"] == 5
+        assert summary(plan.result).as_fields()["skipped_is_rerun"] == 5
 
         again = await rerun(sim, ledger, mixed)
-        fields = summary(again.result)
+        fields = summary(again.result).as_fields()
         assert (fields["skipped_is_rerun"], fields["skipped_done"]) == (5, 5)
         assert again.result.tally.requests == 1  # only fl_run_fresh
         assert not set(new_runs) & set(sim.state.stats.accepted)

@@ -115,7 +115,7 @@ async def dry_run(
         stdout=io.StringIO(),
         token=token,
     )
-    return summary(await run_rerun(settings, None, plumbing))
+    return summary(await run_rerun(settings, None, plumbing)).as_fields()
 
 
 async def test_the_dry_run_summary_gives_base_url_and_estimated_duration(tmp_path: Path) -> None:

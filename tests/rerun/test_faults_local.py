@@ -252,7 +252,7 @@ async def test_a_full_disk_stops_the_run_and_keeps_every_unrecorded_mapping(
     assert tally.unrecorded_mappings  # requests in flight finished after the disk filled
     assert not set(recorded) & set(tally.unrecorded_mappings)
     assert recorded | tally.unrecorded_mappings == mapping(sim)
-    fields = summary(result)
+    fields = summary(result).as_fields()
     assert fields["unrecorded_mappings"] == tally.unrecorded_mappings
     assert fields["ledger_error"] == "No space left on device (ENOSPC)"
     # The run stopped admitting IDs: every ID read was sent or counted as not sent.

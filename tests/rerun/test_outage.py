@@ -142,7 +142,7 @@ async def test_a_dead_api_stops_with_outage_exit_3_and_every_id_stays_resendable
     assert exit_code(result) == ExitCode.ABORTED
     # Given up once the 2 minutes were up, not after the next minute-long backoff or more.
     assert 120 <= clock.now() - started < 150
-    detail = str(summary(result)["abort_detail"])
+    detail = str(summary(result).as_fields()["abort_detail"])
     assert detail.startswith("outage: no HTTP answer from " + base_url)
     assert "last error: connection: connection refused" in detail
     [error] = [e for e in logs if e["log_level"] == "error"]
@@ -168,7 +168,7 @@ async def test_a_circuit_held_open_by_5xx_answers_is_an_outage_too(tmp_path: Pat
     async with RunningSimulator(config) as sim:
         result = await run(sim.base_url, tmp_path / "l.jsonl", ids, FakeClock(), max_attempts=100)
     assert result.reason is StopReason.OUTAGE
-    detail = str(summary(result)["abort_detail"])
+    detail = str(summary(result).as_fields()["abort_detail"])
     assert "the circuit open" in detail
     assert "last error: HTTP 503 server_error" in detail
     assert result.tally.in_doubt == []

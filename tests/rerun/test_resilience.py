@@ -32,7 +32,7 @@ async def test_spent_error_budget_stops_sending_and_exits_3(ledger: Path) -> Non
         done = await rerun(sim, ledger, ids, concurrency=1, max_client_failures="3")
         assert done.result.reason is StopReason.BUDGET
         assert exit_code(done.result) == ExitCode.ABORTED
-        fields = summary(done.result)
+        fields = summary(done.result).as_fields()
         assert fields["abort_detail"] == (
             "3 client failures (4xx) of 5 settled IDs reached the limit of 3"
         )

@@ -72,7 +72,7 @@ async def test_in_doubt_ids_are_held_back_unless_asked(sim: RunningSimulator, le
     held = await rerun(sim, ledger, [doubtful, "fl_run_fresh1"])
     assert doubtful not in sim.state.stats.accepted
     assert held.result.tally.in_doubt == [doubtful]
-    assert summary(held.result)["in_doubt_ids"] == [doubtful]
+    assert summary(held.result).as_fields()["in_doubt_ids"] == [doubtful]
     assert exit_code(held.result) == ExitCode.INCOMPLETE
 
     resent = await rerun(sim, ledger, [doubtful], retry_in_doubt=True)
@@ -226,7 +226,7 @@ async def test_unreadable_202_is_in_doubt_and_never_resent_unasked(ledger: Path)
         assert record["resendable"] is False
         assert isinstance(record["raw"], str)
         assert not done.events("succeeded")
-        fields = summary(done.result)
+        fields = summary(done.result).as_fields()
         assert (fields["in_doubt"], fields["in_doubt_unreadable_response"]) == (1, 1)
         assert exit_code(done.result) == ExitCode.INCOMPLETE
         again = await rerun(sim, ledger, ["fl_run_garbled"], retry_failed=True)
@@ -252,7 +252,7 @@ async def test_dry_run_sends_and_writes_nothing_but_says_what_it_would_do(
         "reject\tline 3\tbad_prefix",
         "skip\tfl_run_new1\tduplicate",
     ]
-    assert summary(plan.result)["would_send"] == 1
+    assert summary(plan.result).as_fields()["would_send"] == 1
 
 
 async def test_dry_run_without_a_ledger_creates_none(sim: RunningSimulator, ledger: Path) -> None:
@@ -287,7 +287,7 @@ async def test_with_retry_in_doubt_it_is_resent_and_flagged(ledger: Path) -> Non
     assert retry["error"] == "connection"
     assert retry["resendable"] is False
     assert done.result.tally.succeeded == 1
-    assert summary(done.result)["possibly_duplicated_ids"] == ["fl_run_cut"]
+    assert summary(done.result).as_fields()["possibly_duplicated_ids"] == ["fl_run_cut"]
 
 
 async def test_source_file_is_read_like_stdin(sim: RunningSimulator, tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ async def test_each_rerun_is_followed_to_its_end_and_recorded(ledger: Path) -> N
     assert finished[ids[1]]["error_message"]
     assert finished[ids[2]]["final_status"] == "awaiting_ui_interaction"
     assert finished[ids[3]]["final_status"] == "running"
-    fields = summary(done.result)
+    fields = summary(done.result).as_fields()
     assert fields["finished_by_outcome"] == {
         "completed": 1, "failed_again": 1, "needs_person": 1, "timed_out": 1,
     }  # fmt: skip
@@ -66,7 +66,7 @@ async def test_a_clean_wait_exits_0(ledger: Path) -> None:
     config = SimConfig(accept_any=True, pending_s=1, running_s=1, rerun_failure_rate=0)
     async with RunningSimulator(config, clock=clock.now) as sim, clock.driven():
         done = await rerun(sim, ledger, make_ids(5), clock=clock, wait=True, poll_interval="1s")
-    assert summary(done.result)["finished_by_outcome"] == {"completed": 5}
+    assert summary(done.result).as_fields()["finished_by_outcome"] == {"completed": 5}
     assert exit_code(done.result) == ExitCode.OK
 
 
@@ -109,7 +109,7 @@ async def test_reruns_and_polls_share_one_rate_and_polls_never_starve_reruns(
     last_post = max(i for i, e in enumerate(log) if e.method == "POST")
     polls_meanwhile = sum(1 for e in log[:last_post] if e.method == "GET")
     assert polls_meanwhile <= last_post / 3  # at most a quarter of the slots
-    assert summary(done.result)["finished_by_outcome"] == {"completed": 16}
+    assert summary(done.result).as_fields()["finished_by_outcome"] == {"completed": 16}
 
 
 async def test_a_resumed_wait_polls_accepted_reruns_and_never_resends_them(
@@ -126,7 +126,7 @@ async def test_a_resumed_wait_polls_accepted_reruns_and_never_resends_them(
         assert all(e.method == "GET" for e in list(sim.state.request_log)[posts:])
     assert Counter(sim.state.stats.accepted) == Counter(dict.fromkeys(ids, 1))
     assert done.result.tally.skipped_succeeded == 6
-    assert summary(done.result)["finished_by_outcome"] == {"completed": 6}
+    assert summary(done.result).as_fields()["finished_by_outcome"] == {"completed": 6}
     assert exit_code(done.result) == ExitCode.OK
 
 
@@ -173,8 +173,8 @@ async def test_report_shows_how_the_waited_reruns_ended(ledger: Path) -> None:
     folded = LedgerReport()
     with ledger.open("rb") as lines:
         folded.feed_lines(lines)
-    fields = folded.summary(str(ledger), running=False)
-    assert fields["finished_by_outcome"] == summary(done.result)["finished_by_outcome"]
+    fields = folded.summary(str(ledger), running=False).as_fields()
+    assert fields["finished_by_outcome"] == summary(done.result).as_fields()["finished_by_outcome"]
     assert fields["failed_again_ids"] == [ids[1]]
     assert fields["timed_out_ids"] == [ids[2]]
     assert folded.exit_code() == ExitCode.INCOMPLETE

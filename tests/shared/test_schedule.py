@@ -99,7 +99,7 @@ async def test_two_runs_on_one_token_share_the_limit_and_never_exceed_it(tmp_pat
     ]
     assert max(spans) <= 1.05 * min(spans)
     for d in done.values():
-        fields = summary(d.result)
+        fields = summary(d.result).as_fields()
         assert fields["rate_budget_shared"] is True
         assert fields["rate_budget_per_s"] == 10.0
         assert fields["rate_budget_source"] == "stated"
@@ -121,14 +121,14 @@ async def test_a_limit_learned_by_one_run_starts_the_next_there(tmp_path: Path) 
         first = await rerun(
             sim, tmp_path / "first.jsonl", make_ids(320, "a"), clock=clock, fsync="never"
         )
-        learned = summary(first.result)["rate_budget_per_s"]
+        learned = summary(first.result).as_fields()["rate_budget_per_s"]
         sent_before = len(_posts(sim))
         await clock.sleep(5.0)  # the next cron run
         with capture_logs() as logs:
             second = await rerun(
                 sim, tmp_path / "second.jsonl", make_ids(60, "b"), clock=clock, fsync="never"
             )
-    assert summary(first.result)["rate_budget_source"] == "learned"
+    assert summary(first.result).as_fields()["rate_budget_source"] == "learned"
     assert isinstance(learned, float)
     assert 0.9 * 20.0 <= learned <= 20.0
     assert exit_code(second.result) == ExitCode.OK
@@ -174,7 +174,7 @@ async def test_a_store_that_cannot_be_opened_warns_once_and_the_run_goes_on(
     assert done.result.tally.succeeded == 5
     warnings = [e for e in logs if e["event"] == "rate_store.unavailable"]
     assert len(warnings) == 1
-    assert "rate_store" not in summary(done.result)
+    assert "rate_store" not in summary(done.result).as_fields()
 
 
 class _Failing:
@@ -235,7 +235,7 @@ async def test_an_unlimited_run_that_meets_no_limit_never_touches_the_schedule(
     async with RunningSimulator(SimConfig(accept_any=True), clock=clock.now) as sim:
         done = await rerun(sim, tmp_path / "ledger.jsonl", make_ids(50), clock=clock)
     assert exit_code(done.result) == ExitCode.OK
-    assert summary(done.result)["rate_budget_shared"] is False
+    assert summary(done.result).as_fields()["rate_budget_shared"] is False
     with sqlite3.connect(state_directory() / FILE_NAME) as db:
         assert db.execute("SELECT count(*) FROM schedules").fetchone() == (0,)
 
@@ -246,7 +246,7 @@ async def test_the_store_holds_no_trace_of_the_token(tmp_path: Path) -> None:
     config = SimConfig(accept_any=True, token=token)
     async with RunningSimulator(config, clock=clock.now) as sim:
         done = await rerun(sim, tmp_path / "ledger.jsonl", make_ids(5), clock=clock, rate="50/s")
-    assert summary(done.result)["rate_budget_shared"] is True
+    assert summary(done.result).as_fields()["rate_budget_shared"] is True
     directory = state_directory()
     stored = b"".join(p.read_bytes() for p in directory.iterdir())
     assert token.encode() not in stored
@@ -312,7 +312,7 @@ async def test_two_runs_share_the_limit_through_redis(
     assert all(e.at - posts[0].at < 0.2 for e in posts if e.status == 429)
     assert _most_in_a_second([e.at for e in posts if e.status == 202]) <= 20 + 3
     for d in done.values():
-        fields = summary(d.result)
+        fields = summary(d.result).as_fields()
         assert fields["rate_store"] == f"redis {redis_url}"
         assert fields["rate_budget_shared"] is True
 

@@ -46,7 +46,7 @@ async def test_a_runs_metrics_parse_back_with_every_series(tmp_path: Path) -> No
     config = SimConfig(accept_any=True, script={ids[0]: [404], ids[1]: [429]})
     async with RunningSimulator(config) as sim:
         done = await rerun(sim, tmp_path / "l.jsonl", [*ids, "bad"])
-    text = render_metrics(summary(done.result), 1, 1_800_000_000.5, 0.0, "j")
+    text = render_metrics(summary(done.result).as_fields(), 1, 1_800_000_000.5, 0.0, "j")
     metrics = parse(text)
     assert metrics["orchestrator_exit_code"] == {JOB: 1}
     assert metrics["orchestrator_last_run_timestamp_seconds"] == {JOB: 1_800_000_000.5}
