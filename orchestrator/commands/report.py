@@ -147,11 +147,11 @@ def run(args: argparse.Namespace) -> int:
     if args.ids:
         _print_ids(report, args.ids, fmt, out)
         return ExitCode.OK
-    fields = report.summary(str(ledger), running).as_fields()
+    summary = report.summary(str(ledger), running)
     if fmt == "table" and (args.format == "table" or out.isatty()):
-        print_summary(fields, f"ledger {ledger}: {fields['outcome']}", out)
+        print_summary(summary, f"ledger {ledger}: {summary.outcome}", out)
     else:
-        out.write(json.dumps(fields) + "\n")
+        out.write(json.dumps(summary.as_fields()) + "\n")
     return report.exit_code()
 
 

@@ -8,7 +8,7 @@ import functools
 import shlex
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO, cast
 
@@ -20,7 +20,15 @@ from orchestrator.commands._flags import FLAGS, add_settings_arguments, settings
 from orchestrator.commands._paths import ledger_problem, output_problem
 from orchestrator.commands._types import Subcommands
 from orchestrator.errors import ConfigError, ExitCode, InputError, LedgerLocked
-from orchestrator.outcome import RunResult, StopReason, estimate_text, exit_code, rate_text, summary
+from orchestrator.outcome import (
+    RunResult,
+    StopReason,
+    Summary,
+    estimate_text,
+    exit_code,
+    rate_text,
+    summary,
+)
 from orchestrator.rerun.plan import Plan
 from orchestrator.rerun.plumbing import Plumbing
 from orchestrator.rerun.session import run_rerun
@@ -163,11 +171,11 @@ def _run(loaded: Loaded, settings: RerunSettings, argv: list[str]) -> int:
             result, unread_lines=_unread_lines(settings.source, result.tally.lines)
         )
     code = exit_code(result)
-    fields = summary(result).as_fields()
-    fields.update(next_step(result, loaded, argv))
+    run_summary = with_next_step(summary(result), result, loaded, argv)
+    fields = run_summary.as_fields()
     if resolve_format(settings.log_format, stderr) == "console":
         title = "dry run" if settings.dry_run else f"rerun {result.reason.value}"
-        print_summary(fields, f"{title}: exit {int(code)}", stderr)
+        print_summary(run_summary, f"{title}: exit {int(code)}", stderr)
     else:
         level = "info" if result.reason is StopReason.COMPLETED else "error"
         getattr(log, level)("rerun.summary", **fields)
@@ -176,9 +184,11 @@ def _run(loaded: Loaded, settings: RerunSettings, argv: list[str]) -> int:
     if (path := settings.summary_json) is not None:
         written = _write_or_log("summary_json", path, lambda: write_summary_json(path, fields))
         code = with_outputs(code, written=written)  # so the metrics say the summary was lost
-    written = _write_metrics(settings, fields, code)
+    written = _write_metrics(settings, run_summary, code)
     if result.ledger_error is not None:
-        print(ledger_error_line(str(settings.ledger), result.ledger_error, fields), file=stderr)
+        print(
+            ledger_error_line(str(settings.ledger), result.ledger_error, run_summary), file=stderr
+        )
     return with_outputs(code, written=written)
 
 
@@ -250,12 +260,11 @@ def confirm(stdin: TextIO, stderr: TextIO, plan: Plan) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def ledger_error_line(ledger: str, error: str, fields: Mapping[str, object]) -> str:
+def ledger_error_line(ledger: str, error: str, run_summary: Summary) -> str:
     """The one line a run whose ledger failed ends with (exit 74), after its summary."""
-    missing = fields.get("unrecorded")
     kept = (
-        f"{missing} outcomes it could not record are listed in the summary"
-        if isinstance(missing, int) and missing
+        f"{run_summary.unrecorded} outcomes it could not record are listed in the summary"
+        if run_summary.unrecorded
         else "no outcome is missing from it"
     )
     return f"orchestrator: error: cannot write ledger {ledger}: {error}; the run stopped, {kept}"
@@ -273,16 +282,19 @@ def retry_command(loaded: Loaded) -> str:
     return f"orchestrator report {ledger} --ids failed | " + " ".join(args)
 
 
-def next_step(result: RunResult, loaded: Loaded, argv: list[str]) -> dict[str, str]:
-    """The hint the summary ends with: `resume_command` while the same command has work
-    left (mid-retry IDs, IDs read but not sent, lines not read), for that sends it and
+def with_next_step(
+    run_summary: Summary, result: RunResult, loaded: Loaded, argv: list[str]
+) -> Summary:
+    """The summary with the hint it ends with: `resume_command` while the same command has
+    work left (mid-retry IDs, IDs read but not sent, lines not read), for that sends it and
     `--retry-failed` would not; else `retry_command` when some ID failed."""
     tally, settings = result.tally, loaded.settings
     if not settings.dry_run and (tally.unsettled or tally.not_sent or not result.input_done):
-        return {"resume_command": resume_command(argv, stdin=settings.source == "-")}
+        command = resume_command(argv, stdin=settings.source == "-")
+        return dataclasses.replace(run_summary, resume_command=command)
     if tally.failed_total or tally.skipped_failed:
-        return {"retry_command": retry_command(loaded)}
-    return {}
+        return dataclasses.replace(run_summary, retry_command=retry_command(loaded))
+    return run_summary
 
 
 def resume_command(argv: list[str], *, stdin: bool) -> str:
@@ -342,14 +354,14 @@ def _count_lines(source: str) -> int | None:
         return None  # the engine reports an unreadable source
 
 
-def _write_metrics(settings: RerunSettings, fields: Mapping[str, object] | None, code: int) -> bool:
+def _write_metrics(settings: RerunSettings, run_summary: Summary | None, code: int) -> bool:
     """Write the metrics file, if one is asked for; False when that failed."""
     path = settings.metrics_file
     if path is None or settings.dry_run:
         return True
     job = settings.job
     return _write_or_log(
-        "metrics", path, lambda: write_metrics(path, fields, int(code), time.time(), job)
+        "metrics", path, lambda: write_metrics(path, run_summary, int(code), time.time(), job)
     )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from orchestrator import __version__
+from orchestrator.outcome import Summary
 
 PREFIX: Final = "orchestrator_"
 LAST_SUCCESS: Final = f"{PREFIX}last_success_timestamp_seconds"
@@ -40,21 +41,6 @@ _SAMPLE: Final = re.compile(
     r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)"
 )
 _LABEL_PAIR: Final = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-# Summary keys counted as `orchestrator_reruns{outcome=...}`, and their label values.
-OUTCOMES: Final = {
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "rejected": "rejected",
-    "in_doubt": "in_doubt",
-    "unsettled": "unsettled",
-    "possibly_duplicated": "possibly_duplicated",
-    "skipped_done": "skipped_done",
-    "skipped_failed": "skipped_failed",
-    "skipped_is_rerun": "skipped_is_rerun",
-    "duplicates": "duplicate",
-    "not_sent": "not_sent",
-}
 
 
 def job_problem(value: str) -> str | None:
@@ -131,14 +117,31 @@ class _Exposition:
         return "\n".join(self.lines) + "\n"
 
 
+def _reruns(summary: Summary) -> dict[str, int]:
+    """Run IDs by outcome, as `orchestrator_reruns{outcome=...}` counts them."""
+    return {
+        "succeeded": summary.succeeded,
+        "failed": summary.failed,
+        "rejected": summary.rejected,
+        "in_doubt": summary.in_doubt,
+        "unsettled": summary.unsettled,
+        "possibly_duplicated": summary.possibly_duplicated,
+        "skipped_done": summary.skipped_done,
+        "skipped_failed": summary.skipped_failed,
+        "skipped_is_rerun": summary.skipped_is_rerun,
+        "duplicate": summary.duplicates,
+        "not_sent": summary.not_sent,
+    }
+
+
 def render_metrics(
-    fields: Mapping[str, object] | None,
+    summary: Summary | None,
     exit_code: int,
     finished_at: float,
     last_success: float,
     job: str,
 ) -> str:
-    """The textfile for one run of `job`. `fields` is the run's summary, None when it never
+    """The textfile for one run of `job`. `summary` is the run's, None when it never
     started (then only the exit code and timestamps are written). `last_success` is the
     previous file's, 0 when there was none; a run that exits 0 replaces it."""
     out = _Exposition(job)
@@ -156,31 +159,24 @@ def render_metrics(
     out.gauges(
         "build_info", "The orchestrator version that wrote this file.", "version", {__version__: 1}
     )
-    if fields is None:
+    if summary is None:
         return out.text()
-    out.gauges(
-        "reruns",
-        "Run IDs of the last rerun, by outcome.",
-        "outcome",
-        {label: _int(fields.get(key)) for key, label in OUTCOMES.items()},
-    )
-    by_error = _counts(fields.get("failed_by_error"))
-    if by_error:
+    out.gauges("reruns", "Run IDs of the last rerun, by outcome.", "outcome", _reruns(summary))
+    if summary.failed_by_error:
         out.gauges(
             "failed_reruns",
             "Run IDs that failed for good in the last rerun, by error code.",
             "error",
-            by_error,
+            summary.failed_by_error,
         )
-    finished = _counts(fields.get("finished_by_outcome"))
-    if finished:
+    if summary.finished_by_outcome:
         out.gauges(
             "finished_reruns",
             "With --wait: how the new runs of the last rerun ended, by outcome.",
             "outcome",
-            finished,
+            summary.finished_by_outcome,
         )
-    by_status = _counts(fields.get("requests_by_status"))
+    by_status = summary.requests_by_status
     if by_status:
         out.gauges(
             "requests",
@@ -193,37 +189,25 @@ def render_metrics(
         "Requests of the last rerun answered 429 Too Many Requests.",
         by_status.get("429", 0),
     )
-    out.gauge("duration_seconds", "How long the last rerun took.", _float(fields.get("elapsed_s")))
+    out.gauge("duration_seconds", "How long the last rerun took.", summary.elapsed_s)
     out.gauge(
         "effective_rate_requests_per_second",
         "Requests per second over the whole last rerun.",
-        _float(fields.get("effective_rate_per_s")),
+        summary.effective_rate_per_s,
     )
-    if "rate_store" in fields:
+    if (budget := summary.budget) is not None:
         out.gauge(
             "rate_budget_shared",
             "1 when the last rerun took its request slots from the token's shared schedule.",
-            1 if fields.get("rate_budget_shared") is True else 0,
+            1 if budget.shared else 0,
         )
-        if (per_s := fields.get("rate_budget_per_s")) is not None:
+        if (per_s := budget.rounded_per_s) is not None:
             out.gauge(
                 "rate_budget_requests_per_second",
                 "The token's limit that the shared schedule ran at, at the end of the last rerun.",
-                _float(per_s),
+                per_s,
             )
     return out.text()
-
-
-def _counts(value: object) -> dict[str, float]:
-    return {str(k): _int(v) for k, v in value.items()} if isinstance(value, dict) else {}
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) else 0
-
-
-def _float(value: object) -> float:
-    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def previous_last_success(path: Path, job: str) -> float:
@@ -252,9 +236,9 @@ def previous_last_success(path: Path, job: str) -> float:
 
 
 def write_metrics(
-    path: Path, fields: Mapping[str, object] | None, exit_code: int, finished_at: float, job: str
+    path: Path, summary: Summary | None, exit_code: int, finished_at: float, job: str
 ) -> None:
-    text = render_metrics(fields, exit_code, finished_at, previous_last_success(path, job), job)
+    text = render_metrics(summary, exit_code, finished_at, previous_last_success(path, job), job)
     write_atomic(path, text)
 
 

@@ -159,12 +159,12 @@ def test_the_report_reader_counts_them_alike_and_still_summarises(values: list[o
     good = sum(1 for v in values if is_record(v))
     assert report.state.records == good
     assert report.state.corrupt_lines == len(values) - good
-    fields = report.summary("l.jsonl", running=False).as_fields()
-    json.dumps(fields)
+    summary = report.summary("l.jsonl", running=False)
+    json.dumps(summary.as_fields())
     for state in IdState:
         list(report.ids(state))
     report.exit_code()
-    print_summary(fields, "ledger l.jsonl", io.StringIO())
+    print_summary(summary, "ledger l.jsonl", io.StringIO())
 
 
 @given(st.lists(st.binary(max_size=40), max_size=10))

@@ -84,9 +84,10 @@ def test_the_summary_table_shows_how_many_lines_are_corrupt() -> None:
     report = LedgerReport()
     good = ledger_lines(two_sessions())
     report.feed_lines([good[0], b"torn {\n", *good[1:4], b"[1]\n", *good[4:]])
-    fields = report.summary("l.jsonl", running=False).as_fields()
+    summary = report.summary("l.jsonl", running=False)
+    fields = summary.as_fields()
     assert (fields["corrupt_lines"], fields["corrupt_line_numbers"]) == (2, [2, 6])
     out = io.StringIO()
-    print_summary(fields, "ledger l.jsonl", out)
+    print_summary(summary, "ledger l.jsonl", out)
     row = next(line for line in out.getvalue().splitlines() if "corrupt lines" in line)
     assert row.split() == ["corrupt", "lines", "2", "lines", "2,", "6,", "skipped"]

@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.errors import ExitCode
 from orchestrator.ledger.report import LedgerReport
-from orchestrator.outcome import exit_code, summary
+from orchestrator.outcome import Summary, exit_code, summary
 from orchestrator.simulator import RunningSimulator, SimConfig
 from orchestrator.ui.summary import print_summary
 from tests.helpers.clikit import TOKEN, env, wait_for_event, write_ids
@@ -181,14 +181,14 @@ async def test_report_shows_how_the_waited_reruns_ended(ledger: Path) -> None:
 
 
 def test_the_summary_table_shows_how_the_new_runs_ended() -> None:
-    fields = {
-        "succeeded": 3,
-        "failed": 0,
-        "finished_by_outcome": {"completed": 1, "failed_again": 1, "timed_out": 1},
-        "failed_again_ids": ["fl_run_a1"],
-        "timed_out_ids": ["fl_run_b1"],
-        "ledger": "l.jsonl",
-    }
+    fields = Summary(
+        outcome="completed",
+        exit_code=1,
+        succeeded=3,
+        finished_by_outcome={"completed": 1, "failed_again": 1, "timed_out": 1},
+        finished_ids={"failed_again": ("fl_run_a1",), "timed_out": ("fl_run_b1",)},
+        ledger="l.jsonl",
+    )
     out = io.StringIO()
     print_summary(fields, "rerun completed: exit 1", out)
     text = out.getvalue()

@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 from orchestrator.api.outcomes import Answer
 from orchestrator.commands.rerun import FLAGS
 from orchestrator.errors import ConfigError, ExitCode, StoreError
-from orchestrator.outcome import exit_code, summary
+from orchestrator.outcome import Summary, exit_code, summary
 from orchestrator.pacing.clock import RealClock
 from orchestrator.pacing.pacer import TRUST_S, Pacer
 from orchestrator.select.session import SelectPlumbing, SelectSettings, run_select
@@ -32,6 +32,7 @@ from orchestrator.settings import load_settings
 from orchestrator.shared.localstore import FILE_NAME, LocalStore
 from orchestrator.shared.schedule import SharedSchedule
 from orchestrator.shared.store import (
+    BudgetReport,
     Grant,
     How,
     SharedLimit,
@@ -271,12 +272,13 @@ def test_a_redis_store_without_the_extra_names_the_extra(monkeypatch: pytest.Mon
 
 
 def test_metrics_say_whether_the_budget_was_shared_and_at_what_rate() -> None:
-    fields = {"rate_store": "sqlite x", "rate_budget_shared": True, "rate_budget_per_s": 2.5}
+    budget = BudgetReport("sqlite x", "fp", shared=True, per_s=2.5, how="stated")
+    fields = Summary(outcome="completed", exit_code=0, ledger="l.jsonl", budget=budget)
     text = render_metrics(fields, 0, 1000.0, 0.0, "j")
     assert 'orchestrator_rate_budget_shared{job="j"} 1\n' in text
     assert 'orchestrator_rate_budget_requests_per_second{job="j"} 2.5\n' in text
-    alone = render_metrics({}, 0, 1000.0, 0.0, "j")
-    assert "rate_budget" not in alone
+    alone = Summary(outcome="completed", exit_code=0, ledger="l.jsonl")
+    assert "rate_budget" not in render_metrics(alone, 0, 1000.0, 0.0, "j")
 
 
 async def test_two_runs_share_the_limit_through_redis(

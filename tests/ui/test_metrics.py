@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.outcome import summary
+from orchestrator.outcome import Summary, summary
 from orchestrator.simulator import RunningSimulator, SimConfig
 from orchestrator.ui.metrics import (
     JOB_MAX,
@@ -46,7 +46,7 @@ async def test_a_runs_metrics_parse_back_with_every_series(tmp_path: Path) -> No
     config = SimConfig(accept_any=True, script={ids[0]: [404], ids[1]: [429]})
     async with RunningSimulator(config) as sim:
         done = await rerun(sim, tmp_path / "l.jsonl", [*ids, "bad"])
-    text = render_metrics(summary(done.result).as_fields(), 1, 1_800_000_000.5, 0.0, "j")
+    text = render_metrics(summary(done.result), 1, 1_800_000_000.5, 0.0, "j")
     metrics = parse(text)
     assert metrics["orchestrator_exit_code"] == {JOB: 1}
     assert metrics["orchestrator_last_run_timestamp_seconds"] == {JOB: 1_800_000_000.5}
@@ -66,7 +66,13 @@ async def test_a_runs_metrics_parse_back_with_every_series(tmp_path: Path) -> No
 
 
 def test_every_series_carries_the_job_label() -> None:
-    fields = {"failed_by_error": {"not_found": 1}, "requests_by_status": {"404": 1}}
+    fields = Summary(
+        outcome="completed",
+        exit_code=1,
+        ledger="l.jsonl",
+        failed_by_error={"not_found": 1},
+        requests_by_status={"404": 1},
+    )
     for text in (
         render_metrics(fields, 1, 5.0, 0.0, "nightly"),
         render_metrics(None, 2, 5.0, 0.0, "nightly"),
@@ -152,7 +158,9 @@ def test_a_run_that_never_started_still_reports_its_exit_code() -> None:
 
 
 def test_label_values_are_escaped() -> None:
-    fields = {"failed_by_error": {'we"ird\\\n': 1}}
+    fields = Summary(
+        outcome="completed", exit_code=1, ledger="l.jsonl", failed_by_error={'we"ird\\\n': 1}
+    )
     metrics = parse(render_metrics(fields, 1, 5.0, 0.0, "j"))
     assert metrics["orchestrator_failed_reruns"] == {(("error", 'we"ird\\\n'), *JOB): 1}
 
@@ -209,7 +217,12 @@ def test_summary_json_is_the_summary(tmp_path: Path) -> None:
 
 
 def test_waited_reruns_are_counted_by_how_they_ended() -> None:
-    fields = {"finished_by_outcome": {"completed": 7, "failed_again": 2, "timed_out": 1}}
+    fields = Summary(
+        outcome="completed",
+        exit_code=1,
+        ledger="l.jsonl",
+        finished_by_outcome={"completed": 7, "failed_again": 2, "timed_out": 1},
+    )
     metrics = parse(render_metrics(fields, 1, 1_800_000_000.0, 0.0, "j"))
     finished = {dict(k)["outcome"]: v for k, v in metrics["orchestrator_finished_reruns"].items()}
     assert all(dict(k)["job"] == "j" for k in metrics["orchestrator_finished_reruns"])

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from orchestrator.escape import csv_cell, escape
 from orchestrator.ledger.records import Dispatched, Failed, Rejected, SessionStarted, Succeeded
+from orchestrator.outcome import LedgerHistory, Summary
 from orchestrator.ui.logs import configure_logging
 from orchestrator.ui.summary import print_summary
 from tests.helpers.clikit import run_cli
@@ -152,18 +153,18 @@ def test_json_log_lines_stay_exact(own_logging: None) -> None:
 
 
 def test_the_summary_table_escapes_every_cell_and_reads_no_markup() -> None:
-    fields: dict[str, object] = {
-        "outcome": "completed\x1b[2J",
-        "succeeded": 1,
-        "failed": 2,
-        "failed_by_error": {"not_found\x1b[31m": 1, "[/]": 1},
-        "in_doubt": 1,
-        "in_doubt_ids": ["fl_run_\u202eexe"],
-        "finished_by_outcome": {"failed_again": 1, "odd\x9b": 1},
-        "failed_again_ids": ["fl_run_a\x00"],
-        "first_at": "[bold]2026\x07",
-        "ledger": "l[/red].jsonl\x1b]8;;x\x07",
-    }
+    fields = Summary(
+        outcome="completed\x1b[2J",
+        exit_code=1,
+        succeeded=1,
+        failed_by_error={"not_found\x1b[31m": 1, "[/]": 1},
+        in_doubt=1,
+        in_doubt_ids=("fl_run_\u202eexe",),
+        finished_by_outcome={"failed_again": 1, "odd\x9b": 1},
+        finished_ids={"failed_again": ("fl_run_a\x00",)},
+        history=LedgerHistory(first_at="[bold]2026\x07"),
+        ledger="l[/red].jsonl\x1b]8;;x\x07",
+    )
     out = io.StringIO()
     print_summary(fields, "ledger l[/].jsonl\x1b[2J: completed", out)
     text = out.getvalue()

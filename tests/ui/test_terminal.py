@@ -20,6 +20,7 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from orchestrator.ledger.writer import FsyncPolicy, LedgerWriter, flock_holder, lock_holder
+from orchestrator.outcome import Summary
 from orchestrator.simulator import RunningSimulator, SimConfig
 from orchestrator.ui.progress import ProgressView
 from orchestrator.ui.summary import print_summary
@@ -148,8 +149,15 @@ def test_the_retry_command_prints_whole_on_one_line_at_a_narrow_width(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "40")
     out = io.StringIO()
-    fields = {"succeeded": 3, "failed": 2, "ledger": "incident ledger.jsonl"}
-    print_summary({**fields, "retry_command": COMMAND}, "rerun completed: exit 1", out)
+    fields = Summary(
+        outcome="completed",
+        exit_code=1,
+        ledger="incident ledger.jsonl",
+        succeeded=3,
+        failed_by_error={"not_found": 2},
+        retry_command=COMMAND,
+    )
+    print_summary(fields, "rerun completed: exit 1", out)
     lines = out.getvalue().splitlines()
     assert max(cell_len(line) for line in lines if line != COMMAND) <= 40  # the table fits
     assert lines[lines.index("retry failed:") + 1] == COMMAND
