@@ -88,7 +88,7 @@ async def test_an_answer_within_the_cap_is_read_whole(handler: Handler) -> None:
     [
         pytest.param(sized(b" " * (MAX_BODY_BYTES + 1)), id="content-length"),
         pytest.param(chunked(b" " * (MAX_BODY_BYTES + 1)), id="chunked"),
-        # 1 KiB of gzip that unpacks to 64 MiB: its Content-Length says nothing of that.
+        # 64 KiB of gzip that unpacks to 64 MiB: its Content-Length says nothing of that.
         pytest.param(
             sized(gzipped(b" " * (64 << 20)), **{"Content-Encoding": "gzip"}), id="gzip-bomb"
         ),
