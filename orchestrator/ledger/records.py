@@ -165,6 +165,9 @@ class _ReadSessionEnded(_Read):
 class _ReadDispatched(_Read):
     event: Literal["dispatched"]
     original_run_id: str
+    # Read for `report`'s count of retries, whatever it holds: a line is never dropped
+    # for it (that would send its ID again).
+    attempt: NotRequired[object]
 
 
 class _ReadAttemptFailed(_Read):

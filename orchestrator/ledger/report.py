@@ -111,6 +111,9 @@ class LedgerReport:
                 self.finished[run_id] = str(record.get("outcome"))
             case "dispatched" if isinstance(run_id, str):
                 self.requests += 1
+                attempt = record.get("attempt")
+                if isinstance(attempt, int) and attempt > 1:
+                    self.retries += 1  # as a live run counts them: a retry that was sent
                 if when is not None:
                     self._dispatched_at[run_id] = when
             case "attempt_failed" | "succeeded" | "failed" if isinstance(run_id, str):
@@ -119,9 +122,7 @@ class LedgerReport:
                     # A 2xx naming no valid new run: in doubt (a `succeeded` with no new
                     # run in ledgers written before that).
                     self.bad_response += 1
-                if event == "attempt_failed":
-                    self.retries += 1
-                elif before is not IdState.SUCCEEDED:
+                if event != "attempt_failed" and before is not IdState.SUCCEEDED:
                     self._settled(run_id, record)
 
     def _timed(self, at: object) -> float | None:

@@ -169,9 +169,13 @@ class Attempts:
         last = tried.last
         if attempt == 1:
             self._tally.sent += 1
-        elif last is not None and not last.resendable and not tried.flagged:
-            tried.flagged = True
-            self._tally.resent_after_doubt.append(run_id)
+        else:
+            # Counted as it leaves, as `report` counts it from the ledger: a retry that a
+            # stop kept from being sent is none.
+            self._tally.retries += 1
+            if last is not None and not last.resendable and not tried.flagged:
+                tried.flagged = True
+                self._tally.resent_after_doubt.append(run_id)
         outcome = await self._client.rerun(run_id)
         self.in_flight.discard(run_id)
         return outcome
@@ -236,7 +240,6 @@ class Attempts:
         self._record_attempt(
             run_id, attempt, outcome.http_status, outcome.error, resendable=outcome.resendable
         )
-        self._tally.retries += 1
         log.info(
             "rerun.retry",
             run_id=run_id,

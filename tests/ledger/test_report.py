@@ -27,6 +27,30 @@ from tests.helpers.rerunkit import make_ids
 TOKEN = "report-test-token-padded-to-look-like-a-real-jwt"
 
 
+def test_retries_are_the_requests_that_were_an_ids_second_attempt_or_later() -> None:
+    """As a live run counts them: a last attempt that left its ID in doubt is no retry, and
+    a `dispatched` line whose attempt is unreadable is still a request, not a corrupt line."""
+    lines = [
+        *ledger_lines(session(1, 0)),
+        b'{"event":"dispatched","original_run_id":"fl_run_a","attempt":1,"at":"'
+        + at(1).encode()
+        + b'"}',
+        b'{"event":"attempt_failed","original_run_id":"fl_run_a","attempt":1,"http_status":503,'
+        b'"error":"server_error","resendable":true}',
+        b'{"event":"dispatched","original_run_id":"fl_run_a","attempt":2}',
+        *ledger_lines(ok("fl_run_a", 2, 2.1, attempt=2))[1:],
+        b'{"event":"dispatched","original_run_id":"fl_run_b","attempt":1}',
+        b'{"event":"attempt_failed","original_run_id":"fl_run_b","attempt":1,"http_status":null,'
+        b'"error":"timeout","resendable":false}',
+        b'{"event":"dispatched","original_run_id":"fl_run_c","attempt":"second"}',
+    ]
+    report = LedgerReport()
+    report.feed_lines(line if line.endswith(b"\n") else line + b"\n" for line in lines)
+    fields = report.summary("l.jsonl", running=True).as_fields()
+    assert (fields["requests"], fields["retries"], fields["corrupt_lines"]) == (4, 1, 0)
+    assert (fields["succeeded"], fields["in_doubt"]) == (1, 2)  # b, and c sent unanswered
+
+
 def test_the_report_folds_every_session_into_each_ids_last_word() -> None:
     report = LedgerReport()
     report.feed_lines(ledger_lines(two_sessions()))
@@ -41,7 +65,9 @@ def test_the_report_folds_every_session_into_each_ids_last_word() -> None:
     assert fields["in_doubt"] == 1
     assert fields["in_doubt_ids"] == ["fl_run_d"]
     assert fields["requests"] == 5
-    assert fields["retries"] == 1
+    # d's timeout left it in doubt, not retried; b's second request came in a new session,
+    # as its first attempt there. A live run would say 0 as well.
+    assert fields["retries"] == 0
     assert fields["requests_by_status"] == {"202": 2, "404": 2, "timeout": 1}
     assert fields["sessions"] == 2
     assert fields["elapsed_s"] == 3.0  # 2 s, then 1 s; not the 11 s between them
