@@ -195,7 +195,12 @@ SHARED = [
 
 async def test_a_run_and_its_ledger_read_back_give_the_same_summary(tmp_path: Path) -> None:
     ids = make_ids(6)
-    script: dict[str, list[int | str]] = {ids[0]: [404], ids[1]: [429, "ok"], ids[2]: [503]}
+    script: dict[str, list[int | str]] = {
+        ids[0]: [404],
+        ids[1]: [429, "ok"],
+        ids[2]: [503],
+        ids[4]: ["bad_body"],  # accepted, naming no readable run: in doubt, no retry
+    }
     config = SimConfig(accept_any=True, script=script)
     ledger = tmp_path / "l.jsonl"
     async with RunningSimulator(config) as sim:
@@ -208,3 +213,4 @@ async def test_a_run_and_its_ledger_read_back_give_the_same_summary(tmp_path: Pa
     assert {k: read_back[k] for k in SHARED} == {k: live[k] for k in SHARED}
     assert live["requests_by_status"] == {"202": 5, "404": 1, "429": 1, "503": 1}
     assert (live["failed"], live["rejected"], live["retries"]) == (1, 1, 2)
+    assert (live["in_doubt"], live["in_doubt_unreadable_response"]) == (1, 1)
