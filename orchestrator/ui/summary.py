@@ -120,10 +120,12 @@ def _ending_rows(table: Table, summary: Summary) -> None:
     )
     if (history := summary.history) is not None:
         _row(table, "sessions", note=str(history.sessions))
-        _row(table, "first record", note=str(history.first_at))
-        _row(table, "last record", note=str(history.last_at))
-        latency = ", ".join(f"{k} {v}" for k, v in history.latency_ms.items())
-        _row(table, "latency ms", note=latency)
+        if history.first_at is not None:  # a ledger written by hand may have no times
+            _row(table, "first record", note=history.first_at)
+            _row(table, "last record", note=str(history.last_at))
+        if history.latency_ms:
+            latency = ", ".join(f"{k} {v}" for k, v in history.latency_ms.items())
+            _row(table, "latency ms", note=latency)
     if summary.budget is not None:
         _row(table, "rate budget", note=_budget(summary.budget))
     if summary.abort_detail:

@@ -20,7 +20,7 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from orchestrator.ledger.writer import FsyncPolicy, LedgerWriter, flock_holder, lock_holder
-from orchestrator.outcome import Summary
+from orchestrator.outcome import LedgerHistory, Summary
 from orchestrator.simulator import RunningSimulator, SimConfig
 from orchestrator.ui.progress import ProgressView
 from orchestrator.ui.summary import print_summary
@@ -301,3 +301,25 @@ async def test_a_second_rerun_on_a_ledger_in_use_names_the_pid_of_the_first(
         f"(PID {first.pid}); wait for it to finish or use another --ledger"
     )
     assert first_code == 0
+
+
+def test_the_report_table_leaves_out_times_a_ledger_does_not_have() -> None:
+    """A ledger written by hand may hold no times: no "first record None" row."""
+
+    def table(history: LedgerHistory) -> str:
+        out = io.StringIO()
+        print_summary(Summary("completed", 0, "l.jsonl", history=history), "report", out)
+        return out.getvalue()
+
+    untimed = table(LedgerHistory(sessions=1))
+    assert "None" not in untimed
+    assert "first record" not in untimed
+    assert "latency ms" not in untimed
+    timed = table(
+        LedgerHistory(
+            sessions=1, first_at="2026-01-01T00:00:00.000Z", last_at="2026-01-01T00:00:02.000Z",
+            latency_ms={"p50": 12.0},
+        )
+    )  # fmt: skip
+    assert "2026-01-01T00:00:00.000Z" in timed
+    assert "p50 12.0" in timed
