@@ -10,7 +10,9 @@ Each checkout's `orchestrator` runs with the checkout as its working directory (
 round after round, so that the machine's drift falls on all of them alike. It prints each
 run, then the medians: requests a second and the client's CPU µs a request (user and
 system, start-up included). With --bare the bare aiohttp loop (`benchmarks.bare_client`)
-takes its turn too, and each checkout's ratio to it is printed: item 7 of issue 15.
+takes its turn too, and each checkout's ratio to it is printed: item 7 of issue 15; with
+--journal, so does the bare loop keeping a durable journal (`--journal`), the part of the
+cost that durability alone explains.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from benchmarks.procs import REPO, child_env, run_measured
 
 TOKEN = "bench-token"  # noqa: S105 - the static server's well-known token
 _BARE: Final = Path("(bare aiohttp loop)")
+_JOURNAL: Final = Path("(bare loop, durable journal)")
 
 
 def _static_server() -> tuple[subprocess.Popen[str], str]:
@@ -53,10 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ids", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--bare", action="store_true", help="the bare aiohttp loop too")
+    parser.add_argument("--journal", action="store_true", help="the bare loop with a journal")
     args = parser.parse_args(argv)
     trees: list[Path] = [tree.resolve() for tree in args.trees]
     if args.bare:
         trees.append(_BARE)
+    if args.journal:
+        trees.append(_JOURNAL)
     work = Path(tempfile.mkdtemp(prefix="orchestrator-ab-"))
     ids = work / "ids.txt"
     ids.write_text("".join(f"fl_run_ab{i:08d}\n" for i in range(args.ids)))
@@ -68,9 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 state = work / "state"
                 shutil.rmtree(state, ignore_errors=True)
                 (work / "ledger.jsonl").unlink(missing_ok=True)
-                if tree == _BARE:
+                if tree in (_BARE, _JOURNAL):
                     argv_ = [sys.executable, "-m", "benchmarks.bare_client", str(ids), base_url]
                     argv_ += ["--concurrency", "64"]
+                    if tree == _JOURNAL:
+                        argv_ += ["--journal", str(work / "ledger.jsonl")]
                 else:
                     argv_ = [sys.executable, "-m", "orchestrator", "rerun", str(ids)]
                     argv_ += ["--base-url", base_url, "--ledger", str(work / "ledger.jsonl")]
@@ -81,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     timeout_s=600,
-                    cwd=REPO if tree == _BARE else tree,
+                    cwd=REPO if tree in (_BARE, _JOURNAL) else tree,
                 )
                 per_s = args.ids / done.wall_s
                 cpu_us = done.cpu_s / args.ids * 1e6
