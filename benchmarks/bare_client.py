@@ -51,9 +51,9 @@ class Journal:
             upto = self._written
             try:
                 await asyncio.get_running_loop().run_in_executor(self._sync, os.fsync, self._fd)
+                self._synced = max(self._synced, upto)  # not after a failed fsync
             finally:
                 self._syncing = False
-                self._synced = max(self._synced, upto)
                 synced, self._synced_event = self._synced_event, asyncio.Event()
                 synced.set()
 
