@@ -4,11 +4,11 @@ writer does."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from pathlib import Path
 
+import anyio
 import pytest
 
 from benchmarks import bare_client
@@ -37,11 +37,13 @@ async def test_every_line_is_synced_before_durable_returns_and_fsyncs_are_shared
         assert synced[-1] >= lines  # an fsync that began after this line was written
         returned.append(n)
 
-    tasks = [asyncio.create_task(one(n)) for n in range(50)]
-    await asyncio.sleep(0.05)
-    assert returned == []  # nobody returns before an fsync covers its line
-    gate.set()
-    await asyncio.gather(*tasks)
+    async with anyio.create_task_group() as tasks:
+        for n in range(50):
+            tasks.start_soon(one, n)
+        await anyio.wait_all_tasks_blocked()  # every writer waits on the gated fsync
+        assert len(path.read_bytes().splitlines()) == 50  # every line is written ...
+        assert returned == []  # ... and nobody returns before an fsync covers its line
+        gate.set()
     assert sorted(returned) == list(range(50))
     assert synced[-1] == 50
     assert len(synced) <= 3  # the first line's fsync, then one for all that queued behind
