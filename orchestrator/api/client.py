@@ -8,7 +8,7 @@ that ID is in doubt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
@@ -148,10 +148,13 @@ class AltostratClient:
                 timeout=self._timeout,
                 allow_redirects=False,  # the token goes to the base URL and nowhere else
             ) as response:
-                outcome = classify_status(response.status, response.headers.get("Retry-After"))
+                headers = response.headers
+                # A page or a run read back carries no hint: only a refusal tells pacing.
+                hint = None if 200 <= response.status < 300 else rate_hint(headers)
+                outcome = classify_status(response.status, headers.get("Retry-After"), hint)
                 if isinstance(outcome, Retryable | Failed | Abort):
-                    _ignored_header_log.note(response.headers)
-                    return replace(outcome, hint=rate_hint(response.headers))
+                    _ignored_header_log.note(headers)
+                    return outcome
                 body = await _read_capped(response, cap)
                 if body is None:
                     return Failed(response.status, ErrorCode.RESPONSE_TOO_LARGE)
