@@ -24,6 +24,7 @@ from orchestrator.commands.rerun import FLAGS
 from orchestrator.errors import ConfigError, ExitCode, StoreError
 from orchestrator.outcome import Summary, exit_code, summary
 from orchestrator.pacing.clock import RealClock
+from orchestrator.pacing.opening import OPENING_S
 from orchestrator.pacing.pacer import TRUST_S, Pacer
 from orchestrator.select.session import SelectPlumbing, SelectSettings, run_select
 from orchestrator.select.session import summary as select_summary
@@ -309,9 +310,11 @@ async def test_two_runs_share_the_limit_through_redis(
     posts = [e for e in sim.state.request_log if e.method == "POST"]
     statuses = Counter(e.status for e in posts)
     assert statuses[202] == 30
-    # No 429 but the first run's opening burst's last round (test_opening), at the start.
+    # No 429 but the opening burst's (test_opening), before its extras are paid back: at
+    # most OPENING_S of the rate and one slot. Real time on a busy machine can start the
+    # second run a few hundred ms late, into the first one's payback.
     assert statuses[429] <= 3
-    assert all(e.at - posts[0].at < 0.2 for e in posts if e.status == 429)
+    assert all(e.at - posts[0].at < OPENING_S + 1 / 20 for e in posts if e.status == 429)
     assert _most_in_a_second([e.at for e in posts if e.status == 202]) <= 20 + 3
     for d in done.values():
         fields = summary(d.result).as_fields()
