@@ -56,13 +56,21 @@ class Opening:
     clean: int = 0  # ... answered and let through
     allows: int | None = None  # ... that the server's Remaining lets go in all
     late: int = 0  # 429s after the opening, before its burst is paid back
+    before: int = 0  # requests let through in the same window before it started
     ended_at: float | None = None
 
     @classmethod
-    def at(cls, rate: float, now: float, remaining: int | None = None) -> Opening:
-        """An opening at `rate` from `now`; with the server's `remaining`, that many may go."""
+    def at(cls, rate: float, now: float, remaining: int | None = None, before: int = 0) -> Opening:
+        """An opening at `rate` from `now`; with the server's `remaining` (counted after
+        `before` requests it let through), that many may go."""
         credit = max(1, math.floor(rate * OPENING_S)) if remaining is None else remaining
-        return cls(rate=rate, credit=credit, started=now, allows=remaining)
+        return cls(rate=rate, credit=credit, started=now, allows=remaining, before=before)
+
+    @property
+    def window(self) -> int:
+        """What the limiter let through at once: the requests of the opening let through,
+        and those before it."""
+        return self.before + self.clean
 
     @property
     def open(self) -> bool:

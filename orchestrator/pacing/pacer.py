@@ -1,6 +1,6 @@
 """When a request may leave: the pacer puts together the token bucket, the adaptive
-rate, the opening burst, the shared pause and the token's shared schedule, and logs each
-decision of the rate."""
+rate, the opening burst and the batches a window limiter calls for after it, the shared
+pause and the token's shared schedule, and logs each decision of the rate."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from orchestrator.api.outcomes import Answer
 from orchestrator.errors import OutageError
 from orchestrator.pacing.adaptive import AdaptiveRate, Phase, RateChange
 from orchestrator.pacing.backoff import Pause
+from orchestrator.pacing.batches import Batches
 from orchestrator.pacing.bucket import TokenBucket
 from orchestrator.pacing.circuit import Circuit
 from orchestrator.pacing.clock import Clock
@@ -110,6 +111,9 @@ class Pacer:
         self._may_open = True  # until a run's opening is decided, or a 429 came first
         self._first_sent = math.inf  # when the run's first request left
         self._opened_told = False  # the log has said the opening ended
+        self._batches: Batches | None = None  # a window limiter's room, sent as it returns
+        self._batches_ended = -math.inf  # 429s to requests sent in batches before this
+        self._batch_line = anyio.Lock()
         self._follow_shared()
 
     async def turn(self) -> float:
@@ -130,7 +134,7 @@ class Pacer:
                 self.rate.tick(self._clock.now())
                 self._follow()
             if self.shared is None:
-                slot = await self.bucket.acquire()
+                slot = await self._own_slot()
             else:
                 slot = await self._shared_turn(self.shared)
             if self.pause.remaining == 0:  # a Retry-After may have come while we waited
@@ -185,16 +189,46 @@ class Pacer:
         """Our own bucket's slot, then the shared schedule's: each process holds one
         reservation at a time, so slots go round the processes in turn."""
         async with self._line:
-            slot = await self.bucket.acquire()
+            slot = await self._own_slot()
             if self._above_learned(shared):
                 return slot
             start = self._clock.now()
             delay = await shared.slot()
             self._follow_shared()
+            if self._batches is not None:
+                # A batch reserves its slots at once: it may run one batch ahead of them.
+                delay -= self._batches.period
             if delay <= 0:
                 return slot
             await self._clock.sleep(delay)
             return start + delay
+
+    async def _own_slot(self) -> float | None:
+        """This process's own pacing: the next batch's room once a window limiter calls for
+        batches (see `batches`), else the token bucket's slot."""
+        async with self._batch_line:
+            while True:
+                if (batches := self._batches) is None:
+                    slot = await self.bucket.acquire()
+                    if self._batches is None:
+                        return slot
+                    continue  # batches began while it waited: it takes its place in them
+                now = self._clock.now()
+                at = batches.slot(now)
+                if at <= now:
+                    batches.take(now)
+                    return now
+                await self._clock.sleep(at - now)
+
+    def due(self, slot: float) -> float:
+        """The soonest the request whose turn was `slot` may leave, after its durable
+        write: in batches, a period after the one a batch before it left."""
+        return -math.inf if self._batches is None else self._batches.due(slot)
+
+    def left(self, slot: float, at: float) -> None:
+        """The request whose turn was `slot` left at `at` (see `due`)."""
+        if self._batches is not None:
+            self._batches.left(slot, at)
 
     def _above_learned(self, shared: SharedSchedule) -> bool:
         """Whether this request goes without a slot: the rate probes above a limit that a
@@ -218,7 +252,7 @@ class Pacer:
         allows: a strict limiter holds that limit to the letter, and the way to it adds
         jitter."""
         rate, cap = self.bucket.per_second, self.rate.cap
-        if rate is None:
+        if rate is None or self._batches is not None:
             return 0.0
         gap = (1 - SEND_SLACK) / rate
         return gap if cap is None else max(gap, min(1 / rate, (1 + CAP_MARGIN) / cap))
@@ -281,6 +315,8 @@ class Pacer:
         sent = now if sent_at is None else sent_at
         if (opened := self._opening_answer(answer, now, sent, retry_after, stated)) is not None:
             return opened
+        if (batched := self._batch_answer(answer, sent, stated)) is not None:
+            return batched
         # Asked before the rate sees the answer. To the rate, every 429 with a Retry-After
         # stays costly, lone or not: its descents and trims keep the 429s few (treating a
         # lone one as free cost 0.15 to 0.2 of the limit on window limiters).
@@ -340,7 +376,8 @@ class Pacer:
             # is left.
             self._may_open = False
             if self._idle():
-                self._open(Opening.at(cap, now, remaining))
+                # (The request whose answer said so was let through in the same window.)
+                self._open(Opening.at(cap, now, remaining, before=int(not answer.throttled)))
         opening = self._opening
         if opening is None:
             return None
@@ -360,13 +397,62 @@ class Pacer:
             # Its request alone waits for the server's Retry-After; the others keep to
             # their slots.
             return PacingEvents(stated, wait_s=retry_after or 0.0)
-        # A window still holds the burst: every request waits until it is paid back.
+        # A window still holds the burst: every request waits until it is paid back, and
+        # from then on the window's room goes in batches.
+        self._batch_after(opening, sent_at)
         left = opening.paid_back() - now
         if left > self.pause.remaining:
             self.rate.paused(left - self.pause.remaining)
             self.pause.pause_for(left)
         wait_s = retry_after if retry_after is not None and retry_after > left else 0.0
         return PacingEvents(stated, holdoff_s=left, wait_s=wait_s)
+
+    def _batch_after(self, opening: Opening, refused_at: float) -> None:
+        """A window still held the opening's burst when a request sent at `refused_at`
+        came: batches start, or start later (see `batches`)."""
+        if self._batches is not None:
+            self._batches.full_at(refused_at)
+            return
+        self._batches = Batches.after_opening(opening.window, opening.rate, refused_at)
+        if self._batches is not None:
+            log.debug(
+                "rate.batches", size=self._batches.size, period_s=round(self._batches.period, 3)
+            )
+
+    def _batch_answer(
+        self, answer: Answer, sent_at: float, stated: RateChange | None
+    ) -> PacingEvents | None:
+        """What batches make of an answer: the events for a 429 that only says a batch came
+        a little early (its request goes in a later one), which the rate never hears of;
+        None for an answer to judge as any other. A new limit ends batches, as does a
+        429 that says the limiter is no window."""
+        batches = self._batches
+        if batches is None:
+            # A batch still in flight when they ended: its 429s were the batches' doing.
+            return PacingEvents() if answer.throttled and sent_at <= self._batches_ended else None
+        if stated is not None:
+            self._end_batches("limit_changed")
+            return None
+        if sent_at < batches.start:
+            if not answer.throttled:
+                return None
+            batches.full_at(sent_at)  # the window was still full: its batch waits on
+            return PacingEvents()
+        if not answer.throttled:
+            batches.let_through()
+            return None
+        margin = batches.margin
+        if batches.refused(sent_at, self._clock.now()):
+            if batches.margin != margin:
+                log.debug("rate.batch_early", size=batches.size, margin_s=round(batches.margin, 4))
+            return PacingEvents()
+        self._end_batches("not_a_window")
+        return PacingEvents()
+
+    def _end_batches(self, reason: str) -> None:
+        self._batches = None
+        self._batches_ended = self._clock.now()
+        log.debug("rate.batches_ended", reason=reason)
 
     def _note_stated(self, answer: Answer, stated: RateChange | None) -> None:
         """A limit the server stated, for the other processes on the token."""

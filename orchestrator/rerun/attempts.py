@@ -194,9 +194,13 @@ class Attempts:
         """Leave when `SendTimer` says: the server sees the spacing the pacer chose."""
         timer = self._send_timer
         at = slot + timer.lag(slot, self._clock.now())
-        while (due := timer.due(at, self._pacer.min_gap())) > self._clock.now():
+        while (
+            due := max(timer.due(at, self._pacer.min_gap()), self._pacer.due(slot))
+        ) > self._clock.now():
             await self._clock.sleep_until(due)
-        timer.left(self._clock.now())
+        now = self._clock.now()
+        timer.left(now)
+        self._pacer.left(slot, now)
 
     async def _take_turn(self) -> tuple[float, bool] | None:
         """When this request may leave, and whether it is paced (it keeps to the pacing's

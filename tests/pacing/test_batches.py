@@ -1,0 +1,197 @@
+"""Batches: after a window limiter's opening, its room goes as it comes back.
+
+The pure rules first, then the real client against the simulator's window limiters over
+loopback, in virtual time."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import ExitCode
+from orchestrator.outcome import exit_code
+from orchestrator.pacing.batches import MOST_MARGIN, Batches
+from orchestrator.simulator import RunningSimulator, SimConfig
+from tests.helpers.clikit import run_cli
+from tests.helpers.fakeclock import FakeClock
+from tests.helpers.rerunkit import make_ids, rerun
+
+
+def _batches() -> Batches:
+    """After an opening of 20 at 20/s, whose window was full for a request sent at 0.045:
+    the first batch from 1.05."""
+    batches = Batches.after_opening(20, 20.0, refused_at=0.045)
+    assert batches is not None
+    assert batches.start == pytest.approx(1.045 + batches.margin)
+    batches.start = 1.05
+    return batches
+
+
+def test_an_opening_that_let_one_through_calls_for_no_batches() -> None:
+    assert Batches.after_opening(1, 2.0, refused_at=0.5) is None
+
+
+def test_batches_start_a_period_after_the_last_request_the_full_window_refused() -> None:
+    """A window turned within a period of it; a sliding log holds nothing older."""
+    batches = Batches.after_opening(20, 20.0, refused_at=0.05)
+    assert batches is not None
+    assert batches.start == 0.05 + 1.0 + batches.margin
+    batches.full_at(0.08)
+    assert batches.start == 0.08 + 1.0 + batches.margin
+    batches.full_at(0.06)
+    assert batches.start == 0.08 + 1.0 + batches.margin
+
+
+def _send_batch(batches: Batches, at: float, *, write_s: float = 0.0) -> None:
+    """A batch's turns from `at`, a millisecond apart, each leaving `write_s` after."""
+    for i in range(batches.size):
+        turn = at + i * 0.001
+        assert batches.slot(turn) == turn
+        batches.take(turn)
+        batches.left(turn, turn + write_s)
+
+
+def test_a_batch_goes_at_once_and_each_request_a_period_after_the_one_a_batch_before() -> None:
+    batches = _batches()
+    assert (batches.size, batches.period) == (20, 1.0)
+    assert batches.slot(0.5) == 1.05, "nothing before the opening is paid back"
+    _send_batch(batches, 1.05)
+    margin = batches.margin
+    assert batches.slot(1.1) == pytest.approx(2.05 + margin)
+    batches.take(2.3)  # late: the next one a period after the second of the last batch
+    assert batches.slot(2.0) == pytest.approx(2.051 + margin)
+
+
+def test_a_request_leaves_no_sooner_than_a_period_after_the_one_a_batch_before_left() -> None:
+    """The records of the first batch took 30 ms to write, the next one's none: its turns
+    come a period after the first's turns, but it leaves a period after they left."""
+    batches = _batches()
+    _send_batch(batches, 1.05, write_s=0.03)
+    turn = batches.slot(1.2)
+    batches.take(turn)
+    assert batches.due(turn) == pytest.approx(1.05 + 0.03 + 1.0 + batches.margin)
+    assert batches.due(1.06) == -math.inf, "the first batch had no batch before it"
+
+
+def test_a_429_after_half_a_batch_got_through_widens_the_margin_once_per_batch() -> None:
+    batches = _batches()
+    first = batches.margin
+    for _ in range(25):
+        batches.let_through()
+    assert batches.refused(sent_at=2.05, now=2.06)
+    assert batches.margin == 2 * first
+    assert batches.size == 20
+    assert batches.refused(sent_at=2.055, now=2.061), "the same early batch"
+    assert batches.margin == 2 * first
+
+
+def test_a_batch_larger_than_the_window_shrinks_to_what_got_through() -> None:
+    """An opening that straddled a fixed window's turn let two windows' room through."""
+    batches = Batches.after_opening(40, 20.0, refused_at=0.05)
+    assert batches is not None
+    for _ in range(20):
+        batches.let_through()
+    assert batches.refused(sent_at=2.1, now=2.11)
+    assert (batches.size, batches.period) == (20, 1.0)
+
+
+def test_a_429_before_half_a_batch_got_through_says_no_window() -> None:
+    batches = _batches()
+    for _ in range(9):
+        batches.let_through()
+    assert not batches.refused(sent_at=1.06, now=1.07)
+
+
+def test_a_margin_past_its_most_says_no_window() -> None:
+    batches = _batches()
+    kept: list[float] = []
+    at = 2.0
+    while True:
+        for _ in range(10):
+            batches.let_through()
+        at += 1.0
+        if not batches.refused(sent_at=at, now=at + 0.01):
+            break
+        kept.append(batches.margin)
+    most = MOST_MARGIN * batches.period
+    assert len(kept) >= 3
+    assert all(margin <= most for margin in kept)
+    assert batches.margin > most
+
+
+async def _known_run(tmp_path: Path, ids: int, limiter: str) -> list[tuple[float, int]]:
+    """Rerun `ids` IDs at `--rate 20/s` against a window of 20 a second of `limiter` with
+    no rate-limit headers; the simulator's (time, status) of each rerun request."""
+    run_ids = make_ids(ids)
+    config = SimConfig(
+        accept_any=True,
+        rate=20.0,
+        limiter=limiter,
+        window_s=1.0,
+        rate_limit_headers="none",
+        request_log_limit=10_000,
+    )
+    clock = FakeClock(autojump=False)
+    async with RunningSimulator(config, clock=clock.now) as sim, clock.driven():
+        done = await rerun(sim, tmp_path / "ledger.jsonl", run_ids, clock=clock, rate="20/s")
+    assert exit_code(done.result) == ExitCode.OK
+    assert Counter(sim.state.stats.accepted) == Counter(dict.fromkeys(run_ids, 1))
+    return [(e.at, e.status) for e in sim.state.request_log if e.method == "POST"]
+
+
+@pytest.mark.parametrize("limiter", ["fixed-window", "sliding-log"])
+async def test_a_windows_room_goes_in_batches_and_the_run_loses_no_window(
+    tmp_path: Path, limiter: str
+) -> None:
+    """200 IDs against 20 a second: the first 20 at once, then 20 a window, each batch as
+    the room comes back. Paced evenly, the last request went at 10.0 s; the ideal, 9.0."""
+    posts = await _known_run(tmp_path, 200, limiter)
+    start = posts[0][0]
+    span = posts[-1][0] - start
+    assert span <= (200 - 20) / 20.0 * 1.02
+    assert sum(status == 429 for _, status in posts) <= 5  # the opening's, as before
+    # Every window after the first but the last takes its room in one batch.
+    through = [at - start for at, status in posts if status == 202]
+    per_second = Counter(int(at) for at in through)
+    assert all(per_second[s] == 20 for s in range(1, int(span)))
+    first_of = {int(at): at for at in reversed(through)}
+    assert all(
+        sum(1 for at in through if first_of[s] <= at < first_of[s] + 0.05) == 20
+        for s in range(1, int(span))
+    )
+
+
+async def test_a_sliding_counter_ends_batches_and_is_paced_evenly(tmp_path: Path) -> None:
+    """A sliding counter weighs the last window into this one: its first batch gets one
+    or two requests through, and even pacing takes over at the rate, uncut."""
+    posts = await _known_run(tmp_path, 200, "sliding-counter")
+    span = posts[-1][0] - posts[0][0]
+    assert span <= (200 - 20) / 20.0 / 0.75
+    assert sum(status == 429 for _, status in posts) <= 20
+
+
+async def test_batches_are_logged_at_debug(tmp_path: Path) -> None:
+    """The real CLI at --log-level debug, against a fixed window of 20 a second."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{run_id}\n" for run_id in make_ids(60)))
+    config = SimConfig(
+        accept_any=True, rate=20.0, limiter="fixed-window", window_s=1.0, rate_limit_headers="none"
+    )
+    async with RunningSimulator(config) as sim:
+        code, _, err = await run_cli(
+            *("rerun", str(ids), "--base-url", sim.base_url, "--rate", "20/s"),
+            *("--rate-store", "none", "--log-level", "debug", "--log-format", "json"),
+            cwd=tmp_path,
+            token=sim.config.token,
+        )
+    assert code == 0
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    batches = [e for e in events if e["event"] == "rate.batches"]
+    assert len(batches) == 1
+    # 20 a window; up to twice that when the opening straddled a turn of the window.
+    assert 20 <= batches[0]["size"] <= 40
+    assert batches[0]["period_s"] == batches[0]["size"] / 20
