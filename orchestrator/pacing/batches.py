@@ -23,8 +23,12 @@ a sliding log holds nothing from before it, and a token bucket has refilled a ba
 
 A 429 after at least half a batch was let through since the last one says a batch came a
 little early (the network bunched it), or was larger than the window (the opening
-straddled two): batches shrink to what got through, the margin doubles, and its request
-goes in a later batch; the other 429s of the same early batch say nothing more. A 429
+straddled two): batches shrink to what got through, and the margin doubles; the other
+429s of the same early batch say nothing more. A refused request took no room (the
+window's turn or a log's entry came a moment later), so it goes again as soon as the log
+allows, not a period later: against a sliding log, a refused request pushed to the next
+batch would push one request of each batch after it, and the last into a batch of its
+own. A 429
 sooner, or a margin past MOST_MARGIN of the period, says the limiter is no window (a
 sliding counter weighs the last window's requests into this one, and lets one or two of a
 batch through): batches end, and even pacing takes over.
@@ -117,6 +121,8 @@ class Batches:
 
     def refused(self, sent_at: float, now: float) -> bool:
         """A request sent in a batch at `sent_at` met a 429 `now`; False when batches end."""
+        if (i := self._find(sent_at)) is not None:
+            del self._sent[i]
         if sent_at <= self._early_at:
             return True  # one more of the same early batch
         if 2 * self._through < self.size:

@@ -89,6 +89,19 @@ def test_a_429_after_half_a_batch_got_through_widens_the_margin_once_per_batch()
     assert batches.margin == 2 * first
 
 
+def test_a_refused_request_took_no_room_and_goes_again_before_the_next_batch() -> None:
+    """Pushed to the next batch, it would push one request of every batch after it."""
+    batches = _batches()
+    _send_batch(batches, 1.05)
+    for _ in range(20):
+        batches.let_through()
+    _send_batch(batches, 2.06)
+    assert batches.slot(2.1) == pytest.approx(3.06 + batches.margin)
+    assert batches.refused(sent_at=2.079, now=2.09)  # the last of the second batch
+    # Its place is free again: it may go at once, a period after the first batch's last.
+    assert batches.slot(2.1) == 2.1
+
+
 def test_a_batch_larger_than_the_window_shrinks_to_what_got_through() -> None:
     """An opening that straddled a fixed window's turn let two windows' room through."""
     batches = Batches.after_opening(40, 20.0, refused_at=0.05)
