@@ -213,6 +213,9 @@ class Pacer:
                     if self._batches is None:
                         return slot
                     continue  # batches began while it waited: it takes its place in them
+                if batches.rate != self.rate.cap:
+                    self._end_batches("limit_changed")  # (another process's, shared)
+                    continue
                 now = self._clock.now()
                 at = batches.slot(now)
                 if at <= now:

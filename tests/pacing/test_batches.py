@@ -11,10 +11,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from orchestrator.api.outcomes import Answer
 from orchestrator.errors import ExitCode
 from orchestrator.outcome import exit_code
 from orchestrator.pacing.batches import MOST_MARGIN, Batches
+from orchestrator.pacing.pacer import Pacer
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.helpers.clikit import run_cli
 from tests.helpers.fakeclock import FakeClock
@@ -134,6 +137,30 @@ def test_a_margin_past_its_most_says_no_window() -> None:
     assert len(kept) >= 3
     assert all(margin <= most for margin in kept)
     assert batches.margin > most
+
+
+async def test_batches_end_when_the_limit_changes() -> None:
+    """Pacing alone (no server): an opening at 20/s that a window held, then another limit
+    (the server's, or another process's through the shared schedule): even pacing again."""
+    clock = FakeClock()
+    pacer = Pacer(20.0, clock)
+    unanswered = [await pacer.turn()]
+    for _ in range(20):  # 20 above the rate, each let through
+        while (extra := pacer.extra()) is None:
+            pacer.observe(Answer(), sent_at=unanswered.pop(0))
+        unanswered.append(extra)
+    for sent_at in unanswered:
+        pacer.observe(Answer(), sent_at=sent_at)
+    assert pacer.extra() is None, "the opening took its 20"
+    for _ in range(2):  # two paced requests refused: the window holds the burst
+        pacer.observe(Answer(throttled=True), sent_at=await pacer.turn())
+    with capture_logs() as logs:
+        await pacer.turn()
+        pacer.rate.learn_limit(10.0, clock.now())
+        await pacer.turn()
+    events = [(e["event"], e.get("reason")) for e in logs if e["event"].startswith("rate.batch")]
+    assert events == [("rate.batches_ended", "limit_changed")]
+    assert pacer.min_gap() > 0, "paced evenly again"
 
 
 async def _known_run(tmp_path: Path, ids: int, limiter: str) -> list[tuple[float, int]]:
