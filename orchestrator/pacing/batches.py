@@ -17,9 +17,10 @@ sooner for it. It suits every shape the
 opening can meet: a fixed window (whether it starts at its first request, as Laravel's
 does, or on the clock) sees at most a batch in each window; a sliding log sees each
 request as the room of the one `size` before it comes back; and a token bucket that let
-`size` through at once (a burst of `size - 1`) holds a batch. The log starts a period
-after the last request the full window refused: a window turned within a period of it,
-a sliding log holds nothing from before it, and a token bucket has refilled a batch.
+`size` through at once (a burst of `size - 1`) holds a batch. The log starts with the
+opening's requests that were let through: the first batch goes a period after the
+opening did, as the window that counted from its first request turns, or as a sliding
+log lets the opening's requests go.
 
 A 429 after at least half a batch was let through since the last one says a batch came a
 little early (the network bunched it), or was larger than the window (the opening
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -53,8 +55,8 @@ MOST_MARGIN: Final = 0.08
 
 @dataclass(slots=True)
 class Batches:
-    """At most `size` requests in any `period` (`size / rate`) and `margin`, not before
-    `start`."""
+    """At most `size` requests in any `period` (`size / rate`) and `margin`, from `start`
+    on (the 429s of requests sent before it are the window's, full as batches began)."""
 
     size: int
     rate: float
@@ -66,30 +68,27 @@ class Batches:
     _early_at: float = -math.inf  # when the last early batch was judged
 
     @classmethod
-    def after_opening(cls, let_through: int, rate: float, refused_at: float) -> Batches | None:
-        """Batches of what an opening at `rate` let through, after a request sent at
-        `refused_at` found the window full; None when that is one request, which even
-        pacing sends as well."""
-        if let_through < 2:
+    def after_opening(
+        cls, let_through_at: Sequence[float], rate: float, now: float
+    ) -> Batches | None:
+        """Batches of what an opening at `rate` let through, sent at `let_through_at`;
+        None when that is one request, which even pacing sends as well."""
+        size = len(let_through_at)
+        if size < 2:
             return None
-        batches = cls(let_through, rate, -math.inf, max(MARGIN_S, MARGIN * let_through / rate))
-        batches.full_at(refused_at)
+        batches = cls(size, rate, now, max(MARGIN_S, MARGIN * size / rate))
+        batches._sent.extend([at, at] for at in sorted(let_through_at))
         return batches
 
     @property
     def period(self) -> float:
         return self.size / self.rate
 
-    def full_at(self, refused_at: float) -> None:
-        """A request sent at `refused_at`, before batches start, found the window full."""
-        self.start = max(self.start, refused_at + self.period + self.margin)
-
     def slot(self, now: float) -> float:
         """When the next request may be given its turn."""
-        at = max(now, self.start)
         if len(self._sent) < self.size:
-            return at
-        return max(at, self._sent[-self.size][0] + self.period + self.margin)
+            return now
+        return max(now, self._sent[-self.size][0] + self.period + self.margin)
 
     def take(self, now: float) -> None:
         """A request is given its turn now; `left` says when it really leaves."""

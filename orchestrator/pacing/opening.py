@@ -26,7 +26,7 @@ Pure: time comes in as numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
 
@@ -57,6 +57,7 @@ class Opening:
     allows: int | None = None  # ... that the server's Remaining lets go in all
     late: int = 0  # 429s after the opening, before its burst is paid back
     before: int = 0  # requests let through in the same window before it started
+    through_at: list[float] = field(default_factory=list)  # when the `clean` ones were sent
     ended_at: float | None = None
 
     @classmethod
@@ -66,11 +67,10 @@ class Opening:
         credit = max(1, math.floor(rate * OPENING_S)) if remaining is None else remaining
         return cls(rate=rate, credit=credit, started=now, allows=remaining, before=before)
 
-    @property
-    def window(self) -> int:
-        """What the limiter let through at once: the requests of the opening let through,
-        and those before it."""
-        return self.before + self.clean
+    def let_through_at(self) -> list[float]:
+        """When the requests the limiter let through at once were sent: the opening's,
+        and those before it (taken as sent when it started, the latest they can have)."""
+        return [self.started] * self.before + self.through_at
 
     @property
     def open(self) -> bool:
@@ -109,6 +109,7 @@ class Opening:
         if not throttled:
             if during:
                 self.clean += 1
+                self.through_at.append(sent_at)
                 if remaining is not None and self.ended_at is None:
                     # The server has seen at least the answered ones; `remaining` more.
                     self.allows = self.clean + remaining

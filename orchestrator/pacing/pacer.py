@@ -402,25 +402,28 @@ class Pacer:
             return PacingEvents(stated, wait_s=retry_after or 0.0)
         # A window still holds the burst: every request waits until it is paid back, and
         # from then on the window's room goes in batches.
-        self._batch_after(opening, sent_at)
-        left = opening.paid_back() - now
+        batches = self._batch_after(opening)
+        left = (opening.paid_back() if batches is None else batches.slot(now)) - now
         if left > self.pause.remaining:
             self.rate.paused(left - self.pause.remaining)
             self.pause.pause_for(left)
         wait_s = retry_after if retry_after is not None and retry_after > left else 0.0
         return PacingEvents(stated, holdoff_s=left, wait_s=wait_s)
 
-    def _batch_after(self, opening: Opening, refused_at: float) -> None:
-        """A window still held the opening's burst when a request sent at `refused_at`
-        came: batches start, or start later (see `batches`)."""
-        if self._batches is not None:
-            self._batches.full_at(refused_at)
-            return
-        self._batches = Batches.after_opening(opening.window, opening.rate, refused_at)
-        if self._batches is not None:
-            log.debug(
-                "rate.batches", size=self._batches.size, period_s=round(self._batches.period, 3)
+    def _batch_after(self, opening: Opening) -> Batches | None:
+        """A window still held the opening's burst: from now on, batches (see `batches`),
+        unless the opening let through too few for them."""
+        if self._batches is None:
+            self._batches = Batches.after_opening(
+                opening.let_through_at(), opening.rate, self._clock.now()
             )
+            if self._batches is not None:
+                log.debug(
+                    "rate.batches",
+                    size=self._batches.size,
+                    period_s=round(self._batches.period, 3),
+                )
+        return self._batches
 
     def _batch_answer(
         self, answer: Answer, sent_at: float, stated: RateChange | None
@@ -437,10 +440,8 @@ class Pacer:
             self._end_batches("limit_changed")
             return None
         if sent_at < batches.start:
-            if not answer.throttled:
-                return None
-            batches.full_at(sent_at)  # the window was still full: its batch waits on
-            return PacingEvents()
+            # The window was still full as batches began: nothing new.
+            return PacingEvents() if answer.throttled else None
         if not answer.throttled:
             batches.let_through()
             return None

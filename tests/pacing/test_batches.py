@@ -25,28 +25,29 @@ from tests.helpers.rerunkit import make_ids, rerun
 
 
 def _batches() -> Batches:
-    """After an opening of 20 at 20/s, whose window was full for a request sent at 0.045:
-    the first batch from 1.05."""
-    batches = Batches.after_opening(20, 20.0, refused_at=0.045)
+    """After an opening of 20 at 20/s, all sent at 0.04: the first batch from 1.045 (a
+    period and the margin, 5 ms, after)."""
+    batches = Batches.after_opening([0.04] * 20, 20.0, now=0.2)
     assert batches is not None
-    assert batches.start == pytest.approx(1.045 + batches.margin)
-    batches.start = 1.05
+    assert batches.slot(0.5) == pytest.approx(1.045)
     return batches
 
 
 def test_an_opening_that_let_one_through_calls_for_no_batches() -> None:
-    assert Batches.after_opening(1, 2.0, refused_at=0.5) is None
+    assert Batches.after_opening([0.0], 2.0, now=0.5) is None
 
 
-def test_batches_start_a_period_after_the_last_request_the_full_window_refused() -> None:
-    """A window turned within a period of it; a sliding log holds nothing older."""
-    batches = Batches.after_opening(20, 20.0, refused_at=0.05)
+def test_each_request_of_the_first_batch_goes_a_period_after_one_of_the_opening() -> None:
+    """A window that counts from its first request turns a period after it; a sliding
+    log lets each of the opening's requests go a period after it came."""
+    opening = [0.01 * i for i in range(20)]
+    batches = Batches.after_opening(list(reversed(opening)), 20.0, now=0.3)
     assert batches is not None
-    assert batches.start == 0.05 + 1.0 + batches.margin
-    batches.full_at(0.08)
-    assert batches.start == 0.08 + 1.0 + batches.margin
-    batches.full_at(0.06)
-    assert batches.start == 0.08 + 1.0 + batches.margin
+    assert (batches.size, batches.period, batches.start) == (20, 1.0, 0.3)
+    for sent in opening:
+        turn = batches.slot(0.3)
+        assert turn == pytest.approx(sent + 1.0 + batches.margin)
+        batches.take(turn)
 
 
 def _send_batch(batches: Batches, at: float, *, write_s: float = 0.0) -> None:
@@ -61,7 +62,6 @@ def _send_batch(batches: Batches, at: float, *, write_s: float = 0.0) -> None:
 def test_a_batch_goes_at_once_and_each_request_a_period_after_the_one_a_batch_before() -> None:
     batches = _batches()
     assert (batches.size, batches.period) == (20, 1.0)
-    assert batches.slot(0.5) == 1.05, "nothing before the opening is paid back"
     _send_batch(batches, 1.05)
     margin = batches.margin
     assert batches.slot(1.1) == pytest.approx(2.05 + margin)
@@ -77,7 +77,8 @@ def test_a_request_leaves_no_sooner_than_a_period_after_the_one_a_batch_before_l
     turn = batches.slot(1.2)
     batches.take(turn)
     assert batches.due(turn) == pytest.approx(1.05 + 0.03 + 1.0 + batches.margin)
-    assert batches.due(1.06) == -math.inf, "the first batch had no batch before it"
+    assert batches.due(1.06) == pytest.approx(1.045), "a period after the opening left"
+    assert batches.due(9.0) == -math.inf, "no such turn"
 
 
 def test_a_429_after_half_a_batch_got_through_widens_the_margin_once_per_batch() -> None:
@@ -107,7 +108,7 @@ def test_a_refused_request_took_no_room_and_goes_again_before_the_next_batch() -
 
 def test_a_batch_larger_than_the_window_shrinks_to_what_got_through() -> None:
     """An opening that straddled a fixed window's turn let two windows' room through."""
-    batches = Batches.after_opening(40, 20.0, refused_at=0.05)
+    batches = Batches.after_opening([0.05] * 40, 20.0, now=0.2)
     assert batches is not None
     for _ in range(20):
         batches.let_through()
