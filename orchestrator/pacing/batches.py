@@ -13,14 +13,13 @@ go as a sliding log of what the window let through: at most `size` in any `perio
 request a period after the one `size` before it: its turn a period after that one's turn,
 and (the pacer is told when each really left, after its durable write) never sooner after
 it left, so that a batch whose records were written faster than the last one's comes no
-sooner for it. It suits every shape the
-opening can meet: a fixed window (whether it starts at its first request, as Laravel's
-does, or on the clock) sees at most a batch in each window; a sliding log sees each
-request as the room of the one `size` before it comes back; and a token bucket that let
-`size` through at once (a burst of `size - 1`) holds a batch. The log starts with the
-opening's requests that were let through: the first batch goes a period after the
-opening did, as the window that counted from its first request turns, or as a sliding
-log lets the opening's requests go.
+sooner for it. It suits every shape the opening can meet: a fixed window (whether it
+starts at its first request, as Laravel's does, or on the clock) sees at most a batch in
+each window; a sliding log sees each request as the room of the one `size` before it
+comes back; and a token bucket that let `size` through at once (a burst of `size - 1`)
+holds a batch. The log starts with the opening's requests that were let through: the
+first batch goes a period after the opening did, as the window that counted from its
+first request turns, or as a sliding log lets the opening's requests go.
 
 A 429 after at least half a batch was let through since the last one says a batch came a
 little early (the network bunched it), or was larger than the window (the opening
@@ -29,10 +28,9 @@ straddled two): batches shrink to what got through, and the margin doubles; the 
 window's turn or a log's entry came a moment later), so it goes again as soon as the log
 allows, not a period later: against a sliding log, a refused request pushed to the next
 batch would push one request of each batch after it, and the last into a batch of its
-own. A 429
-sooner, or a margin past MOST_MARGIN of the period, says the limiter is no window (a
-sliding counter weighs the last window's requests into this one, and lets one or two of a
-batch through): batches end, and even pacing takes over.
+own. A 429 sooner, or a margin past MOST_MARGIN of the period, says the limiter is no
+window (a sliding counter weighs the last window's requests into this one, and lets one
+or two of a batch through): batches end, and even pacing takes over.
 
 Pure: time comes in as numbers.
 """
