@@ -67,16 +67,28 @@ class Batches:
 
     @classmethod
     def after_opening(
-        cls, let_through_at: Sequence[float], rate: float, now: float
+        cls, let_through: int, counted_at: Sequence[float], rate: float, now: float
     ) -> Batches | None:
-        """Batches of what an opening at `rate` let through, sent at `let_through_at`;
-        None when that is one request, which even pacing sends as well."""
-        size = len(let_through_at)
-        if size < 2:
+        """Batches of what an opening at `rate` let through, its requests (and those
+        refused since) sent at `counted_at`; None when it let one through, which even
+        pacing sends as well."""
+        if let_through < 2:
             return None
-        batches = cls(size, rate, now, max(MARGIN_S, MARGIN * size / rate))
-        batches._sent.extend([at, at] for at in sorted(let_through_at))
+        batches = cls(let_through, rate, now, max(MARGIN_S, MARGIN * let_through / rate))
+        for at in sorted(counted_at):
+            batches.counted(at)
         return batches
+
+    def counted(self, sent_at: float) -> None:
+        """A request sent at `sent_at`, before batches began, that the window may count:
+        the batches after it keep a period from it."""
+        sent = self._sent
+        i = len(sent)
+        while i > 0 and sent[i - 1][0] > sent_at:
+            i -= 1
+        sent.insert(i, [sent_at, sent_at])
+        while len(sent) > 2 * self.size:
+            sent.popleft()
 
     @property
     def period(self) -> float:

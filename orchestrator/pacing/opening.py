@@ -58,6 +58,7 @@ class Opening:
     late: int = 0  # 429s after the opening, before its burst is paid back
     before: int = 0  # requests let through in the same window before it started
     through_at: list[float] = field(default_factory=list)  # when the `clean` ones were sent
+    refused_at: list[float] = field(default_factory=list)  # ... and those it refused since
     ended_at: float | None = None
 
     @classmethod
@@ -67,10 +68,17 @@ class Opening:
         credit = max(1, math.floor(rate * OPENING_S)) if remaining is None else remaining
         return cls(rate=rate, credit=credit, started=now, allows=remaining, before=before)
 
-    def let_through_at(self) -> list[float]:
-        """When the requests the limiter let through at once were sent: the opening's,
-        and those before it (taken as sent when it started, the latest they can have)."""
-        return [self.started] * self.before + self.through_at
+    @property
+    def window(self) -> int:
+        """What the limiter let through at once: the opening's, and those before it."""
+        return self.before + self.clean
+
+    def counted_at(self) -> list[float]:
+        """When every request the limiter may count in its window was sent: those it let
+        through (the ones before the opening taken as sent when it started, the latest
+        they can have), and those it refused since, which a log that counts refused
+        requests holds too."""
+        return sorted([self.started] * self.before + self.through_at + self.refused_at)
 
     @property
     def open(self) -> bool:
@@ -114,6 +122,8 @@ class Opening:
                     # The server has seen at least the answered ones; `remaining` more.
                     self.allows = self.clean + remaining
             return Refusal.NOT_OURS
+        if sent_at >= self.started:
+            self.refused_at.append(sent_at)
         if during:
             if self.ended_at is None:
                 self.ended_at = now

@@ -389,6 +389,8 @@ class Pacer:
         if answer.fault:
             opening.fault(now)
         refusal = opening.answer(now, sent_at, throttled=answer.throttled, remaining=remaining)
+        if answer.throttled and self._batches is not None and sent_at < self._batches.start:
+            self._batches.counted(sent_at)  # (a log that counts refused requests holds it)
         self._log_if_opened(opening)
         if not opening.open and now >= opening.paid_back():
             self._opening = None  # nothing more to say: the rest of the run skips it
@@ -415,7 +417,7 @@ class Pacer:
         unless the opening let through too few for them."""
         if self._batches is None:
             self._batches = Batches.after_opening(
-                opening.let_through_at(), opening.rate, self._clock.now()
+                opening.window, opening.counted_at(), opening.rate, self._clock.now()
             )
             if self._batches is not None:
                 log.debug(
@@ -440,8 +442,12 @@ class Pacer:
             self._end_batches("limit_changed")
             return None
         if sent_at < batches.start:
-            # The window was still full as batches began: nothing new.
-            return PacingEvents() if answer.throttled else None
+            # The window was still full as batches began: nothing new, but a log that
+            # counts refused requests holds this one too.
+            if not answer.throttled:
+                return None
+            batches.counted(sent_at)
+            return PacingEvents()
         if not answer.throttled:
             batches.let_through()
             return None
