@@ -6,20 +6,22 @@ import contextlib
 import io
 import json
 import random
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.commands.rerun import FLAGS
+from orchestrator.errors import ExitCode
 from orchestrator.ledger.writer import FileOps
-from orchestrator.outcome import RunResult, Snapshot
+from orchestrator.outcome import RunResult, Snapshot, exit_code
 from orchestrator.pacing.backoff import Backoff
 from orchestrator.pacing.clock import Clock
 from orchestrator.rerun.plumbing import Plumbing
 from orchestrator.rerun.session import run_rerun
 from orchestrator.settings import load_settings
-from orchestrator.simulator import RunningSimulator
+from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.helpers.fakeclock import FakeClock
 
 
@@ -78,3 +80,26 @@ async def rerun(
     )
     result = await run_rerun(settings, token or sim.config.token, plumbing)
     return Outcome(result, read_ledger(ledger), out.getvalue())
+
+
+async def known_rate_run(
+    tmp_path: Path, ids: int, **shape: object
+) -> tuple[list[tuple[float, int]], list[str]]:
+    """Rerun `ids` IDs at `--rate 20/s` against a limiter of 20/s of `shape` with no
+    rate-limit headers, in virtual time; every ID accepted once, the run's exit 0. The
+    simulator's (time, status) of each rerun request, and the IDs."""
+    run_ids = make_ids(ids)
+    config = SimConfig(
+        accept_any=True,
+        rate=20.0,
+        rate_limit_headers="none",
+        request_log_limit=10_000,
+        **shape,  # type: ignore[arg-type]
+    )
+    clock = FakeClock(autojump=False)
+    async with RunningSimulator(config, clock=clock.now) as sim, clock.driven():
+        done = await rerun(sim, tmp_path / "ledger.jsonl", run_ids, clock=clock, rate="20/s")
+    assert exit_code(done.result) == ExitCode.OK
+    assert Counter(sim.state.stats.accepted) == Counter(dict.fromkeys(run_ids, 1))
+    posts = [(e.at, e.status) for e in sim.state.request_log if e.method == "POST"]
+    return posts, run_ids

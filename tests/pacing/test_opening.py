@@ -6,7 +6,6 @@ loopback, in virtual time."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from orchestrator.pacing.opening import Opening, Refusal
 from orchestrator.simulator import RunningSimulator, SimConfig
 from tests.helpers.clikit import run_cli
 from tests.helpers.fakeclock import FakeClock
-from tests.helpers.rerunkit import make_ids, rerun
+from tests.helpers.rerunkit import known_rate_run, make_ids, rerun
 from tests.helpers.sharedkit import pacers_on_one_store
 
 
@@ -101,32 +100,10 @@ def test_a_fault_ends_the_opening() -> None:
     assert not opening.may_send(0.0)
 
 
-async def _known_run(
-    tmp_path: Path, ids: int, **shape: object
-) -> tuple[list[tuple[float, int]], list[str]]:
-    """Rerun `ids` IDs at `--rate 20/s` against a limiter of 20/s of `shape` with no
-    rate-limit headers; the simulator's (time, status) of each rerun request."""
-    run_ids = make_ids(ids)
-    config = SimConfig(
-        accept_any=True,
-        rate=20.0,
-        rate_limit_headers="none",
-        request_log_limit=10_000,
-        **shape,  # type: ignore[arg-type]
-    )
-    clock = FakeClock(autojump=False)
-    async with RunningSimulator(config, clock=clock.now) as sim, clock.driven():
-        done = await rerun(sim, tmp_path / "ledger.jsonl", run_ids, clock=clock, rate="20/s")
-    assert exit_code(done.result) == ExitCode.OK
-    assert Counter(sim.state.stats.accepted) == Counter(dict.fromkeys(run_ids, 1))
-    posts = [(e.at, e.status) for e in sim.state.request_log if e.method == "POST"]
-    return posts, run_ids
-
-
 async def test_a_known_rate_takes_a_token_buckets_burst_at_once(tmp_path: Path) -> None:
     """GCRA with a burst of 10: 11 go at the first instant, then the rate; the run ends
     the 11 sooner that the limiter allows, with only the opening's overshoot refused."""
-    posts, ids = await _known_run(tmp_path, 120, limiter="gcra", burst=10)
+    posts, ids = await known_rate_run(tmp_path, 120, limiter="gcra", burst=10)
     start = posts[0][0]
     at_once = [status for at, status in posts if at - start < 0.01 and status == 202]
     assert len(at_once) == 11
@@ -137,7 +114,7 @@ async def test_a_known_rate_takes_a_token_buckets_burst_at_once(tmp_path: Path) 
 
 
 async def test_against_a_limiter_with_no_burst_the_opening_costs_one_429(tmp_path: Path) -> None:
-    posts, ids = await _known_run(tmp_path, 60, limiter="gcra", burst=0)
+    posts, ids = await known_rate_run(tmp_path, 60, limiter="gcra", burst=0)
     assert sum(status == 429 for _, status in posts) == 1
     span = posts[-1][0] - posts[0][0]
     assert span <= (len(ids) - 1) / 20.0 * 1.04  # held a hair under the rate at most
@@ -147,7 +124,7 @@ async def test_against_a_limiter_with_no_burst_the_opening_costs_one_429(tmp_pat
 async def test_a_window_holds_the_burst_until_it_is_paid_back(tmp_path: Path, limiter: str) -> None:
     """A window's first 20 go at once; the paced requests it refuses after them wait for
     the window, not a backoff, and cut nothing: the run is no longer than an even one."""
-    posts, ids = await _known_run(tmp_path, 80, limiter=limiter, window_s=1.0)
+    posts, ids = await known_rate_run(tmp_path, 80, limiter=limiter, window_s=1.0)
     start = posts[0][0]
     assert sum(1 for at, status in posts if at - start < 0.01 and status == 202) == 20
     assert sum(status == 429 for _, status in posts) <= 5
