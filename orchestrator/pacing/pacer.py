@@ -316,6 +316,7 @@ class Pacer:
         if answer.hint is not None and answer.hint.per_second is not None:
             stated = self.rate.learn_limit(answer.hint.per_second, now)
         sent = now if sent_at is None else sent_at
+        self._count_before_batches(answer, sent)
         if (opened := self._opening_answer(answer, now, sent, retry_after, stated)) is not None:
             return opened
         if (batched := self._batch_answer(answer, sent, stated)) is not None:
@@ -389,8 +390,6 @@ class Pacer:
         if answer.fault:
             opening.fault(now)
         refusal = opening.answer(now, sent_at, throttled=answer.throttled, remaining=remaining)
-        if answer.throttled and self._batches is not None and sent_at < self._batches.start:
-            self._batches.counted(sent_at)  # (a log that counts refused requests holds it)
         self._log_if_opened(opening)
         if not opening.open and now >= opening.paid_back():
             self._opening = None  # nothing more to say: the rest of the run skips it
@@ -427,6 +426,13 @@ class Pacer:
                 )
         return self._batches
 
+    def _count_before_batches(self, answer: Answer, sent_at: float) -> None:
+        """A request refused as the window was still full, before batches began: a log
+        that counts refused requests holds it too, so the batches keep a period from it."""
+        batches = self._batches
+        if answer.throttled and batches is not None and sent_at < batches.start:
+            batches.counted(sent_at)
+
     def _batch_answer(
         self, answer: Answer, sent_at: float, stated: RateChange | None
     ) -> PacingEvents | None:
@@ -442,12 +448,8 @@ class Pacer:
             self._end_batches("limit_changed")
             return None
         if sent_at < batches.start:
-            # The window was still full as batches began: nothing new, but a log that
-            # counts refused requests holds this one too.
-            if not answer.throttled:
-                return None
-            batches.counted(sent_at)
-            return PacingEvents()
+            # The window was still full as batches began (counted in `observe`): nothing new.
+            return PacingEvents() if answer.throttled else None
         if not answer.throttled:
             batches.let_through()
             return None
