@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
+
+from orchestrator.simulator import RunningSimulator
 
 
 async def run_cli(
@@ -27,6 +31,22 @@ async def run_cli(
             check=False,
         )
     return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+async def debug_events(
+    tmp_path: Path, run_ids: list[str], sim: RunningSimulator, rate: str
+) -> list[dict[str, Any]]:
+    """`orchestrator rerun` of `run_ids` against `sim` at `--rate RATE` with no rate store,
+    as a real subprocess logging JSON at debug: its log events, once it exited 0."""
+    ids = write_ids(tmp_path / "ids.txt", run_ids)
+    code, _, err = await run_cli(
+        *("rerun", str(ids), "--base-url", sim.base_url, "--rate", rate),
+        *("--rate-store", "none", "--log-level", "debug", "--log-format", "json"),
+        cwd=tmp_path,
+        token=sim.config.token,
+    )
+    assert code == 0, err
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
 
 
 async def read_announcement(stdout: asyncio.StreamReader) -> tuple[list[str], str]:

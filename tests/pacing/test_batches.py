@@ -5,7 +5,6 @@ loopback, in virtual time."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -16,7 +15,7 @@ from orchestrator.api.outcomes import Answer
 from orchestrator.pacing.batches import MOST_MARGIN, Batches
 from orchestrator.pacing.pacer import Pacer
 from orchestrator.simulator import RunningSimulator, SimConfig
-from tests.helpers.clikit import run_cli
+from tests.helpers.clikit import debug_events
 from tests.helpers.fakeclock import FakeClock
 from tests.helpers.rerunkit import known_rate_run, make_ids
 
@@ -214,20 +213,11 @@ async def test_a_sliding_counter_ends_batches_and_is_paced_evenly(tmp_path: Path
 
 async def test_batches_are_logged_at_debug(tmp_path: Path) -> None:
     """The real CLI at --log-level debug, against a fixed window of 20 a second."""
-    ids = tmp_path / "ids.txt"
-    ids.write_text("".join(f"{run_id}\n" for run_id in make_ids(60)))
     config = SimConfig(
         accept_any=True, rate=20.0, limiter="fixed-window", window_s=1.0, rate_limit_headers="none"
     )
     async with RunningSimulator(config) as sim:
-        code, _, err = await run_cli(
-            *("rerun", str(ids), "--base-url", sim.base_url, "--rate", "20/s"),
-            *("--rate-store", "none", "--log-level", "debug", "--log-format", "json"),
-            cwd=tmp_path,
-            token=sim.config.token,
-        )
-    assert code == 0
-    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        events = await debug_events(tmp_path, make_ids(60), sim, "20/s")
     batches = [e for e in events if e["event"] == "rate.batches"]
     assert len(batches) == 1
     # 20 a window; up to twice that when the opening straddled a turn of the window.

@@ -5,7 +5,6 @@ loopback, in virtual time."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from orchestrator.errors import ExitCode
 from orchestrator.outcome import exit_code
 from orchestrator.pacing.opening import Opening, Refusal
 from orchestrator.simulator import RunningSimulator, SimConfig
-from tests.helpers.clikit import run_cli
+from tests.helpers.clikit import debug_events
 from tests.helpers.fakeclock import FakeClock
 from tests.helpers.rerunkit import known_rate_run, make_ids, rerun
 from tests.helpers.sharedkit import pacers_on_one_store
@@ -167,18 +166,9 @@ async def test_no_opening_while_another_process_sends_on_the_shared_schedule(
 async def test_the_opening_is_logged_at_debug_when_it_starts_and_ends(tmp_path: Path) -> None:
     """The real CLI at --log-level debug, against a limiter with a burst of 10 at 20/s:
     rate.opening says the rate and the most it sends above it, rate.opened what went."""
-    ids = tmp_path / "ids.txt"
-    ids.write_text("".join(f"{run_id}\n" for run_id in make_ids(30)))
     config = SimConfig(accept_any=True, rate=20.0, burst=10, rate_limit_headers="none")
     async with RunningSimulator(config) as sim:
-        code, _, err = await run_cli(
-            *("rerun", str(ids), "--base-url", sim.base_url, "--rate", "20/s"),
-            *("--rate-store", "none", "--log-level", "debug", "--log-format", "json"),
-            cwd=tmp_path,
-            token=sim.config.token,
-        )
-    assert code == 0
-    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        events = await debug_events(tmp_path, make_ids(30), sim, "20/s")
     opening = [e for e in events if e["event"] == "rate.opening"]
     opened = [e for e in events if e["event"] == "rate.opened"]
     assert [(e["per_s"], e["most"]) for e in opening] == [(20.0, 20)]
