@@ -20,6 +20,12 @@ only every other request through at 1.1x its rate: goodput 0.55x), and a sliding
 that counts refused requests lets nothing through at all while a client keeps sending.
 What was sent cleanly and what met a 429 tell the limit on every shape.
 
+Under a stated limit, 429s beyond timing (or no room left, answer after answer) mean other
+clients of the token take part of it, with no shared budget between them: the rate then
+shares it as TCP shares a link, cutting by a fifth on each 429 and stepping up by a
+hundredth of the limit each clean second, so that clients that start unequal end nearly
+equal (`Phase.SHARE`).
+
 429s in a row with nothing let through in between mean the limiter is locked (a fixed
 window spent, a log full of refusals): sending on only prolongs it, so each such 429 asks
 for a short pause, doubling with the streak (`Observed.holdoff_s`).
@@ -42,6 +48,7 @@ class Phase(Enum):
     TRY = "try"  # one window at a rate inside the bracket
     RECOVER = "recover"  # a few answers at lo after a failed try, while the limiter refills
     HOLD = "hold"  # settled at lo
+    SHARE = "share"  # a stated limit that other clients take part of: cut and step, fairly
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +57,8 @@ class RateChange:
 
     old: float | None
     new: float | None
-    reason: str  # "server_headers", "throttled", "probe", "clean", "ramp", "trim", "fell"
+    # "server_headers", "throttled", "probe", "clean", "ramp", "trim", "fell", "contended"
+    reason: str
     settled: bool = False  # the bracket closed: this rate holds
 
 
@@ -99,6 +107,15 @@ class AdaptiveRate:
     HOLDOFF_CAP_S: Final = 5.0
     FLOOR_SHARE: Final = 1 / 20  # never below this share of the best second of a minute
     MIN_RATE: Final = 0.01  # requests/s, when nothing at all has got through
+    # Sharing a stated limit with other clients (Phase.SHARE): see `_share_cut`.
+    SHARE_SEEN: Final = 50  # the last answers in which 429s show other clients ...
+    SHARE_MOST: Final = 5  # ... at this many
+    SHARE_ROOMLESS: Final = 50  # or answers in a row with no room left (see `room`)
+    SHARE_CUT: Final = 0.8  # a 429 cuts the rate to this share of it
+    SHARE_STEP: Final = 0.01  # of the limit: a clean window's step up (a window a second)
+    SHARE_CALM: Final = 3  # clean windows in a row after which the step doubles ...
+    SHARE_DOUBLINGS: Final = 4  # ... with each more, this many times
+    SHARE_ALONE: Final = 10  # clean windows at the hair: the others are gone
 
     def __init__(self, ceiling: float | None, now: float) -> None:
         self._ceiling = ceiling
@@ -125,6 +142,17 @@ class AdaptiveRate:
         self._recent: deque[float] = deque()  # times of answers let through, last second
         self._seconds: deque[list[int]] = deque()  # [second, let through], last minute
         self._sends: deque[float] = deque(maxlen=64)  # while ramping: when requests left
+        self._seen: deque[bool] = deque(maxlen=self.SHARE_SEEN)  # last answers: a 429?
+        # Whether the limiter lets bursts through, as the pacer saw: True, timing at the
+        # hair makes no 429 there, so 429s mean other clients and the limit is shared
+        # (Phase.SHARE); False, a strict one, which refuses a request that a timer woke
+        # a little early, so its 429s are judged as timing first (`_judge_hold`); None,
+        # not known (other clients took the opening's burst): taken as True.
+        self.bursty: bool | None = None
+        self._clean_windows = 0  # sharing: clean windows in a row
+        self._roomless = 0  # answers let through in a row that left no room
+        self._roomy_windows = 0  # ... of which had room left, in a row
+        self._window_room: bool | None = None
         if ceiling is None:
             self.rate: float | None = self.START
             self.phase = Phase.RAMP
@@ -201,6 +229,7 @@ class AdaptiveRate:
         self, now: float, sent_at: float, *, throttled: bool, retry_after: bool = False
     ) -> Observed:
         """One answer to a request sent at `sent_at`; `retry_after` when a 429 carried one."""
+        self._seen.append(throttled)
         if not throttled:
             self._count_through(now)
             self._streak = 0
@@ -215,6 +244,22 @@ class AdaptiveRate:
             self._costly = True
         change = self._on_throttle(now, sent_at, retry_after)
         return Observed(change, self._holdoff())
+
+    def room(self, remaining: int) -> None:
+        """The server's Remaining after a request it let through. Room says the limiter lets
+        bursts through (a strict one has none). None, answer after answer, while held
+        under a stated limit, says others take what this client leaves: alone a hair
+        under the limit of a token bucket, its room grows back within 1 / HAIR answers;
+        other clients at a bucket see few 429s beside one that sends on a steady grid,
+        which wins the room as it comes back, so this is how such a client sees them."""
+        if remaining >= 1:
+            self.bursty = True
+            self._roomless = 0
+            self._window_room = True
+        else:
+            self._roomless += 1
+            if self._window_room is None:
+                self._window_room = False
 
     def sent(self, now: float) -> None:
         """A request leaves now (the ramp judges a 429 by how closely it followed)."""
@@ -253,9 +298,11 @@ class AdaptiveRate:
                 self._fell(now)
             case Phase.HOLD:
                 return self._held_throttled_at(now, retry_after)
+            case Phase.SHARE:
+                return self._share_cut(now)
         if self.rate == old:
             return None
-        return RateChange(old, self.rate, "fell" if self.phase is Phase.DESCEND else "throttled")
+        return RateChange(old, self.rate, self._fell_reason("throttled"))
 
     def _held_throttled_at(self, now: float, retry_after: bool) -> RateChange | None:
         old, lo, cap = self.rate, self.lo, self.cap
@@ -265,6 +312,8 @@ class AdaptiveRate:
             # `_try_failed`), and the rate holds a hair under it from now on.
             self._to_hair(cap, now)
             return RateChange(old, self.rate, "throttled", settled=True)
+        if cap is not None and self._haired and self._contended():
+            return self._share_cut(now)
         if retry_after and not self._at_hair() and not self._first():
             # A second such 429 in a hold: hold a little under, or under what this
             # window got through, when it is long enough to say. (The first, alone,
@@ -283,7 +332,7 @@ class AdaptiveRate:
         ):
             return None  # judged when the window ends: timing noise or a new limit
         self._fell(now)
-        return RateChange(old, self.rate, "fell")
+        return RateChange(old, self.rate, self._fell_reason())
 
     def _try_failed(self, now: float) -> bool:
         """A try met a 429; True when that settles the rate (a hair under a stated one)."""
@@ -347,6 +396,8 @@ class AdaptiveRate:
                 settled = self._next(now, recovered=True)
             case Phase.HOLD:
                 return self._judge_hold(now)
+            case Phase.SHARE:
+                return self._judge_share(now)
         if self.rate == old and not settled:
             return None
         return RateChange(old, self.rate, reason, settled=settled)
@@ -359,7 +410,7 @@ class AdaptiveRate:
         fell = self.DROP_SHARE if self._at_hair() else self.FELL
         if self._throttled >= self.FELL_THROTTLES and self._throttled > fell * self._answers:
             self._fell(now)
-            return RateChange(old, self.rate, "fell")
+            return RateChange(old, self.rate, self._fell_reason())
         # A lone 429 is timing noise; more than noise, over the whole hold, is an
         # overshoot a saved-up burst hid until now: hold a little under.
         self._held_answers += self._answers
@@ -443,13 +494,86 @@ class AdaptiveRate:
         below, judging each rate over longer windows from now on. (Not after a hold a
         hair under a stated limit: nothing was proven there to hide an overshoot, and
         another client took a share; windows four times as long at a low rate took one
-        such run minutes to climb back once the other stopped.)"""
+        such run minutes to climb back once the other stopped.) Under a stated limit,
+        unless the limiter is strict, other clients take part of it: it is shared."""
+        if self.cap is not None and self.bursty is not False:
+            self._share_cut(now)
+            return
         self._hold_windows = self.HOLD_WINDOWS
         if not self._at_hair():
             self._patience = min(self.MAX_PATIENCE, self._patience * 2)
         failed = self._window_rate
         self.hi, self.lo, self.settled = failed, None, False
         self._set(self._descend(self._cut(), now), Phase.DESCEND, now)
+
+    # ---- sharing a stated limit --------------------------------------------------------
+
+    def _contended(self) -> bool:
+        """Whether other clients take part of the limit: SHARE_MOST 429s among the last
+        answers at a limiter not known to be strict (where timing alone makes them), or
+        SHARE_ROOMLESS answers in a row with no room left at one that has had room (a
+        strict one never has: `room`)."""
+        if self.bursty is False:
+            return False
+        roomless = self.bursty is True and self._roomless >= self.SHARE_ROOMLESS
+        return roomless or sum(self._seen) >= self.SHARE_MOST
+
+    def _share_cut(self, now: float) -> RateChange | None:
+        """Other clients take part of the stated limit (or still do: a 429 while sharing).
+        Each of them meets 429s in proportion to what it sends (at a token bucket, with
+        its requests scattered: `Pacer.due`), so each cuts by the same share on a 429 and
+        steps up by the same share of the limit, which they all know, each clean second:
+        additive increase, multiplicative decrease, as TCP, so that the client with more
+        gives up more and none is starved. (Held at the hair, a client that kept its
+        rate while another cut on every 429 and paused for each Retry-After took nearly
+        all of the limit.) The new rate is judged from the next request on: answers to
+        those sent before were sent too fast."""
+        old, cap = self.rate, self.cap
+        assert cap is not None
+        current = cap if old is None else old
+        self._clean_windows = self._roomy_windows = 0
+        self._set(max(current * self.SHARE_CUT, self._floor(now)), Phase.SHARE, now)
+        return RateChange(old, self.rate, "contended") if self.rate != old else None
+
+    def _judge_share(self, now: float) -> RateChange | None:
+        old, cap = self.rate, self.cap
+        if cap is None:  # the stated limit lapsed: look for the limit anew
+            self.hi, self.lo = None, old
+            self._hold(old or self.MIN_RATE, now)
+            return None
+        self._clean_windows += 1
+        self._roomy_windows = self._roomy_windows + 1 if self._window_room else 0
+        hair = cap * (1 - self.HAIR)
+        assert old is not None
+        if old >= hair * (1 - 1e-9):
+            if self._clean_windows < self.SHARE_ALONE:
+                self._start_window(now)
+                return None
+            self._to_hair(cap, now)  # alone again: held as before, 429s there are timing
+            return None
+        self._set(min(hair, old + cap * self.SHARE_STEP * 2 ** self._doublings()), Phase.SHARE, now)
+        return RateChange(old, self.rate, "clean")
+
+    def _doublings(self) -> int:
+        """How many times the step doubles. Where the server tells the room left, with each
+        clean window in a row after the first that had room (the others are gone, or
+        send less), and never while it has none (others take what this client leaves: a
+        faster step is a deeper overshoot for all, and more 429s). With no word of room,
+        after SHARE_CALM clean windows in a row."""
+        if self._window_room is None or self.bursty is not True:
+            # (A strict limiter never has room: its Remaining says nothing of others.)
+            clean = self._clean_windows - self.SHARE_CALM
+        else:
+            clean = self._roomy_windows - self.SHARE_CALM
+        return min(max(0, clean), self.SHARE_DOUBLINGS)
+
+    def _fell_reason(self, otherwise: str = "fell") -> str:
+        match self.phase:
+            case Phase.DESCEND:
+                return "fell"
+            case Phase.SHARE:
+                return "contended"
+        return otherwise
 
     def _narrow(self, failed: float) -> None:
         self.hi = failed if self.hi is None else min(self.hi, failed)
@@ -476,6 +600,10 @@ class AdaptiveRate:
         if self._streak < 2:
             return 0.0
         interval = 1.0 / self.rate if self.rate else 0.0
+        if self.phase is Phase.SHARE:
+            # Refused in a row while sharing: the others took the room, which a pause
+            # growing with the streak would leave to them for good.
+            return interval
         return min(self.HOLDOFF_CAP_S, interval * 2.0 ** min(self._streak - 2, 20))
 
     # ---- bookkeeping ------------------------------------------------------------------
@@ -491,11 +619,16 @@ class AdaptiveRate:
         self._answers = 0
         self._throttled = 0
         self._paused_s = 0.0
+        self._window_room = None  # room left after an answer (see `room`)
 
     def _window_done(self, now: float) -> bool:
         if self.phase is Phase.RECOVER:
             return self._answers >= self.SHORT_ANSWERS
         span = now - self._window_start - self._paused_s
+        if self.phase is Phase.SHARE:
+            # A second, however few its answers: every client sharing the limit steps up
+            # as often as every other, or the one sending least would climb slowest.
+            return span >= self.WINDOW_S
         answers = self._window_answers() * self._patience
         needed = max(self.WINDOW_S * self._patience, answers / self._window_rate)
         return span >= needed and self._answers >= answers

@@ -81,6 +81,11 @@ class Opening:
         return sorted([self.started] * self.before + self.through_at + self.refused_at)
 
     @property
+    def burst(self) -> int:
+        """How many more than the pacing alone the limiter let through at once."""
+        return self.clean - (self.sent - self.extras)
+
+    @property
     def open(self) -> bool:
         return self.ended_at is None
 

@@ -114,6 +114,7 @@ class Pacer:
         self._batches: Batches | None = None  # a window limiter's room, sent as it returns
         self._batches_ended = -math.inf  # 429s to requests sent in batches before this
         self._batch_line = anyio.Lock()
+        self._windowed = False  # batches began once: the limiter counts in windows
         self._follow_shared()
 
     async def turn(self) -> float:
@@ -225,8 +226,22 @@ class Pacer:
 
     def due(self, slot: float) -> float:
         """The soonest the request whose turn was `slot` may leave, after its durable
-        write: in batches, a period after the one a batch before it left."""
-        return -math.inf if self._batches is None else self._batches.due(slot)
+        write: in batches, a period after the one a batch before it left; while other
+        clients share the limit, somewhere in the interval after its slot (`_scattered`)."""
+        if self._batches is not None:
+            return self._batches.due(slot)
+        if self._scatters() and (rate := self.bucket.per_second):
+            return slot + _scattered(slot) / rate
+        return -math.inf
+
+    def _scatters(self) -> bool:
+        """Whether requests are scattered in their intervals (`_scattered`), and a lone
+        Retry-After holds only its own request: while sharing a stated limit with other
+        clients (Phase.SHARE) at a limiter seen to let bursts through, that showed no
+        window (a strict limiter, or a window, refuses the requests that a scatter brings
+        early or bunches into it)."""
+        rate = self.rate
+        return rate.phase is Phase.SHARE and rate.bursty is True and not self._windowed
 
     def left(self, slot: float, at: float) -> None:
         """The request whose turn was `slot` left at `at` (see `due`)."""
@@ -255,7 +270,7 @@ class Pacer:
         allows: a strict limiter holds that limit to the letter, and the way to it adds
         jitter."""
         rate, cap = self.bucket.per_second, self.rate.cap
-        if rate is None or self._batches is not None:
+        if rate is None or self._batches is not None or self._scatters():
             return 0.0
         gap = (1 - SEND_SLACK) / rate
         return gap if cap is None else max(gap, min(1 / rate, (1 + CAP_MARGIN) / cap))
@@ -316,6 +331,7 @@ class Pacer:
         if answer.hint is not None and answer.hint.per_second is not None:
             stated = self.rate.learn_limit(answer.hint.per_second, now)
         sent = now if sent_at is None else sent_at
+        self._judge_room(answer)
         self._count_before_batches(answer, sent)
         if (opened := self._opening_answer(answer, now, sent, retry_after, stated)) is not None:
             return opened
@@ -390,6 +406,7 @@ class Pacer:
         if answer.fault:
             opening.fault(now)
         refusal = opening.answer(now, sent_at, throttled=answer.throttled, remaining=remaining)
+        self._judge_burst(opening)
         self._log_if_opened(opening)
         if not opening.open and now >= opening.paid_back():
             self._opening = None  # nothing more to say: the rest of the run skips it
@@ -411,6 +428,23 @@ class Pacer:
         wait_s = retry_after if retry_after is not None and retry_after > left else 0.0
         return PacingEvents(stated, holdoff_s=left, wait_s=wait_s)
 
+    def _judge_room(self, answer: Answer) -> None:
+        """The room the server says is left after a request let through (its Remaining)."""
+        hint = answer.hint
+        if not answer.throttled and hint is not None and hint.remaining is not None:
+            self.rate.room(hint.remaining)
+
+    def _judge_burst(self, opening: Opening) -> None:
+        """What the opening says of the limiter's burst: two or more let through above
+        the pacing, it has one; once the opening has ended with requests sent above the
+        pacing, paced ones let through and one more at most, it is strict. (Nothing let
+        through, or nothing sent above the pacing because the server's Remaining said
+        there was no room, says only that others took the burst.)"""
+        if opening.burst >= 2:
+            self.rate.bursty = True
+        elif not opening.open and opening.extras and opening.clean and self.rate.bursty is None:
+            self.rate.bursty = False
+
     def _batch_after(self, opening: Opening) -> Batches | None:
         """A window still held the opening's burst: from now on, batches (see `batches`),
         unless the opening let through too few for them."""
@@ -419,6 +453,7 @@ class Pacer:
                 opening.window, opening.counted_at(), opening.rate, self._clock.now()
             )
             if self._batches is not None:
+                self._windowed = True
                 log.debug(
                     "rate.batches",
                     size=self._batches.size,
@@ -463,6 +498,8 @@ class Pacer:
 
     def _end_batches(self, reason: str) -> None:
         self._batches = None
+        if reason == "not_a_window":
+            self._windowed = False  # (the opening's window was other clients' doing)
         self._batches_ended = self._clock.now()
         log.debug("rate.batches_ended", reason=reason)
 
@@ -510,12 +547,15 @@ class Pacer:
         from another client of the token; with none known, they are this client's own
         search, which the rate's descent answers (a pause of everyone on each would let
         the limiter save up a burst that passes for a higher rate, and cut the proof of
-        the one it allows)."""
+        the one it allows). Once the limit is seen to be shared at a token bucket, a lone
+        429 holds only its request again: the rate's cuts make room (`_scatters`)."""
         cap = self.rate.cap
         looking = self.rate.phase is Phase.RAMP or (
             self.rate.phase is Phase.DESCEND and cap is None
         )
         known = cap is not None or self.rate.trusted is not None
+        if answer.throttled and self._scatters():
+            return retry_after > LONE_RETRY_AFTER_S
         return (
             not answer.throttled
             or retry_after > LONE_RETRY_AFTER_S
@@ -626,6 +666,18 @@ def log_pacing(events: PacingEvents, pacer: Pacer) -> None:
         )
     elif events.circuit == "closed":
         log.info("circuit.closed")
+
+
+def _scattered(slot: float) -> float:
+    """A share of an interval in [0, 1) that looks random but is the same for one slot each
+    time it is asked (the golden ratio's low-discrepancy sequence over microseconds).
+
+    Sent on a steady grid, a client sharing a token bucket with others wins every race for
+    the room the bucket gives back, since its requests come just as it comes back, and
+    others meet every 429: they cut, it does not, and it ends up with nearly all of the
+    limit. Scattered within their intervals, every client's requests meet a 429 in
+    proportion to what it sends, which is what makes cutting by that share fair."""
+    return (round(slot * 1e6) * 0.6180339887498949) % 1.0
 
 
 def _rounded(rate: float | None) -> float | None:

@@ -62,12 +62,16 @@ def run_model(
     seed: int = 0,
     max_seconds: float = 3600.0,
     stated: float | None = None,
+    bursty: bool | None = None,
 ) -> ModelRun:
-    """Rerun `ids` IDs through `limiter`; stops when all are accepted or at `max_seconds`."""
+    """Rerun `ids` IDs through `limiter`; stops when all are accepted or at `max_seconds`.
+    `bursty`: whether the limiter lets bursts through, as the pacer's opening judges it
+    (`AdaptiveRate.bursty`)."""
     net = network or Network()
     rng = random.Random(seed)
     run = ModelRun()
     control = AdaptiveRate(ceiling, 0.0)
+    control.bursty = bursty  # what the pacer's opening would have found (not modelled)
     clock = _ModelClock()
     bucket = TokenBucket(control.rate, clock)
     pause_until = 0.0
