@@ -111,7 +111,7 @@ class AdaptiveRate:
     SHARE_SEEN: Final = 50  # the last answers in which 429s show other clients ...
     SHARE_MOST: Final = 5  # ... at this many
     SHARE_ROOMLESS: Final = 50  # or answers in a row with no room left (see `room`)
-    SHARE_CUT: Final = 0.8  # a 429 cuts the rate to this share of it
+    SHARE_CUT: Final = 0.8  # a 429 cuts the rate to this share of it, once a window
     SHARE_STEP: Final = 0.01  # of the limit: a clean window's step up (a window a second)
     SHARE_CALM: Final = 3  # clean windows in a row after which the step doubles ...
     SHARE_DOUBLINGS: Final = 4  # ... with each more, this many times
@@ -152,6 +152,7 @@ class AdaptiveRate:
         self._clean_windows = 0  # sharing: clean windows in a row
         self._roomless = 0  # answers let through in a row that left no room
         self._roomy_windows = 0  # ... of which had room left, in a row
+        self._share_cut_at = -math.inf  # the last cut while sharing
         self._window_room: bool | None = None
         if ceiling is None:
             self.rate: float | None = self.START
@@ -299,6 +300,8 @@ class AdaptiveRate:
             case Phase.HOLD:
                 return self._held_throttled_at(now, retry_after)
             case Phase.SHARE:
+                if now - self._share_cut_at < self.WINDOW_S:
+                    return None  # one cut a window: a burst of 429s is one overshoot
                 return self._share_cut(now)
         if self.rate == old:
             return None
@@ -532,6 +535,7 @@ class AdaptiveRate:
         assert cap is not None
         current = cap if old is None else old
         self._clean_windows = self._roomy_windows = 0
+        self._share_cut_at = now
         self._set(max(current * self.SHARE_CUT, self._floor(now)), Phase.SHARE, now)
         return RateChange(old, self.rate, "contended") if self.rate != old else None
 
@@ -540,6 +544,10 @@ class AdaptiveRate:
         if cap is None:  # the stated limit lapsed: look for the limit anew
             self.hi, self.lo = None, old
             self._hold(old or self.MIN_RATE, now)
+            return None
+        if self._throttled:  # 429s in the second after a cut: no step, no cut
+            self._clean_windows = self._roomy_windows = 0
+            self._start_window(now)
             return None
         self._clean_windows += 1
         self._roomy_windows = self._roomy_windows + 1 if self._window_room else 0

@@ -63,15 +63,19 @@ def test_a_few_429s_at_the_hair_are_timing_and_cut_nothing() -> None:
     assert rate.rate == pytest.approx(HAIR)
 
 
-def test_while_sharing_a_429_cuts_once_for_what_was_sent_before_it() -> None:
+def test_while_sharing_429s_cut_the_rate_once_a_window() -> None:
+    """A burst of 429s is one overshoot (or a limiter locked a moment): one cut for it.
+    (A cut for each, at 50/s, took a lone client from 48.5/s to 25/s in 0.13 s.)"""
     rate, at = _sharing()
+    at, _ = _second(rate, at)
     before = rate.rate
     assert before is not None
-    rate.observe(at + 0.2, at + 0.1, throttled=True)
+    for n in range(5):
+        rate.observe(at + 0.2 + n / 100, at + 0.15 + n / 100, throttled=True)
     assert rate.rate == pytest.approx(before * AdaptiveRate.SHARE_CUT)
-    # Sent before the cut: it says nothing of the new rate.
-    rate.observe(at + 0.25, at + 0.15, throttled=True)
-    assert rate.rate == pytest.approx(before * AdaptiveRate.SHARE_CUT)
+    end = at + 0.2 + AdaptiveRate.WINDOW_S
+    rate.observe(end + 0.1, end + 0.05, throttled=True)  # a window later: cut again
+    assert rate.rate == pytest.approx(before * AdaptiveRate.SHARE_CUT**2)
 
 
 def test_while_sharing_each_clean_second_steps_up_by_a_share_of_the_limit() -> None:
