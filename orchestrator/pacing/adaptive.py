@@ -147,7 +147,8 @@ class AdaptiveRate:
         # hair makes no 429 there, so 429s mean other clients and the limit is shared
         # (Phase.SHARE); False, a strict one, which refuses a request that a timer woke
         # a little early, so its 429s are judged as timing first (`_judge_hold`); None,
-        # not known (other clients took the opening's burst): taken as True.
+        # not known (other clients took the opening's burst): its 429s are taken as
+        # others', but neither its lack of room nor (the pacer's) its requests scattered.
         self.bursty: bool | None = None
         self._clean_windows = 0  # sharing: clean windows in a row
         self._roomless = 0  # answers let through in a row that left no room
@@ -563,11 +564,10 @@ class AdaptiveRate:
         return RateChange(old, self.rate, "clean")
 
     def _doublings(self) -> int:
-        """How many times the step doubles. Where the server tells the room left, with each
-        clean window in a row after the first that had room (the others are gone, or
-        send less), and never while it has none (others take what this client leaves: a
-        faster step is a deeper overshoot for all, and more 429s). With no word of room,
-        after SHARE_CALM clean windows in a row."""
+        """How many times the step doubles: with each clean window in a row after
+        SHARE_CALM of them; where the server tells the room left at a limiter that has
+        had some, only windows with room count (none left: others still take what this
+        client leaves, and a faster step is a deeper overshoot for all, and more 429s)."""
         if self._window_room is None or self.bursty is not True:
             # (A strict limiter never has room: its Remaining says nothing of others.)
             clean = self._clean_windows - self.SHARE_CALM
