@@ -108,7 +108,7 @@ class AdaptiveRate:
     FLOOR_SHARE: Final = 1 / 20  # never below this share of the best second of a minute
     MIN_RATE: Final = 0.01  # requests/s, when nothing at all has got through
     # Sharing a stated limit with other clients (Phase.SHARE): see `_share_cut`.
-    SHARE_SEEN: Final = 50  # the last answers in which 429s show other clients ...
+    SEEN: Final = 50  # the last answers in which 429s show other clients ...
     SHARE_MOST: Final = 5  # ... at this many
     SHARE_ROOMLESS: Final = 50  # or answers in a row with no room left (see `room`)
     SHARE_CUT: Final = 0.8  # a 429 cuts the rate to this share of it, once a window
@@ -142,7 +142,7 @@ class AdaptiveRate:
         self._recent: deque[float] = deque()  # times of answers let through, last second
         self._seconds: deque[list[int]] = deque()  # [second, let through], last minute
         self._sends: deque[float] = deque(maxlen=64)  # while ramping: when requests left
-        self._seen: deque[bool] = deque(maxlen=self.SHARE_SEEN)  # last answers: a 429?
+        self._seen: deque[bool] = deque(maxlen=self.SEEN)  # last answers: a 429?
         # Whether the limiter lets bursts through, as the pacer saw: True, timing at the
         # hair makes no 429 there, so 429s mean other clients and the limit is shared
         # (Phase.SHARE); False, a strict one, which refuses a request that a timer woke
@@ -166,6 +166,11 @@ class AdaptiveRate:
     def streak(self) -> int:
         """429s in a row, with nothing let through between them."""
         return self._streak
+
+    @property
+    def recent_429s(self) -> int:
+        """429s among the last SEEN answers."""
+        return sum(self._seen)
 
     @property
     def cap(self) -> float | None:
@@ -520,7 +525,7 @@ class AdaptiveRate:
         if self.bursty is False:
             return False
         roomless = self.bursty is True and self._roomless >= self.SHARE_ROOMLESS
-        return roomless or sum(self._seen) >= self.SHARE_MOST
+        return roomless or self.recent_429s >= self.SHARE_MOST
 
     def _share_cut(self, now: float) -> RateChange | None:
         """Other clients take part of the stated limit (or still do: a 429 while sharing).

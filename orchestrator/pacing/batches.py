@@ -70,12 +70,12 @@ class Batches:
         cls, let_through: int, counted_at: Sequence[float], rate: float, now: float
     ) -> Batches | None:
         """Batches of what an opening at `rate` let through, its requests (and those
-        refused since) sent at `counted_at`; None when it let one through, which even
-        pacing sends as well."""
+        refused since) sent at `counted_at`, in any order; None when it let one through,
+        which even pacing sends as well."""
         if let_through < 2:
             return None
         batches = cls(let_through, rate, now, max(MARGIN_S, MARGIN * let_through / rate))
-        for at in sorted(counted_at):
+        for at in sorted(counted_at):  # (in order: the log keeps the latest 2 * size)
             batches.counted(at)
         return batches
 

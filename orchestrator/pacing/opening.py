@@ -78,7 +78,7 @@ class Opening:
         through (the ones before the opening taken as sent when it started, the latest
         they can have), and those it refused since, which a log that counts refused
         requests holds too."""
-        return sorted([self.started] * self.before + self.through_at + self.refused_at)
+        return [self.started] * self.before + self.through_at + self.refused_at
 
     @property
     def burst(self) -> int:

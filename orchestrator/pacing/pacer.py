@@ -48,11 +48,10 @@ PROVEN_GAIN: Final = 0.01
 # a longer Retry-After, a 503's, or a 429 while an unknown limit is looked for from above
 # pauses every worker (and every process on the token): see Pacer._pauses_all.
 LONE_RETRY_AFTER_S: Final = 1.0
-# ... and only while 429s are rare: fewer than this many among the last LONE_ANSWERS
-# answers. More say another client shares the limit, and a pause of everyone is how
-# uncoordinated clients make room for each other.
+# ... and only while 429s are rare: fewer than this many among the last answers the rate
+# has seen (AdaptiveRate.SEEN). More say another client shares the limit, and a pause of
+# everyone is how uncoordinated clients make room for each other.
 LONE_MOST: Final = 2
-LONE_ANSWERS: Final = 50
 # Above this rate (requests under 50 ms apart) timing at a strict limiter makes 429s of
 # its own, which a busy machine bunches (4 in 50 were seen a hair under a stated limit):
 # there, rare is fewer than TIMING_MOST.
@@ -104,7 +103,6 @@ class Pacer:
         self._let_through: deque[float] = deque(maxlen=8192)
         self._refused: deque[float] = deque(maxlen=64)
         self._proven_at = -math.inf
-        self._recent_429s: deque[bool] = deque(maxlen=LONE_ANSWERS)  # last answers: a 429?
         self._line = anyio.Lock()  # one reservation in the shared schedule at a time
         self._unreserved = 0.0  # credit of requests sent above a learned limit, unreserved
         self._opening: Opening | None = None  # the limiter's first burst, while it lasts
@@ -341,7 +339,6 @@ class Pacer:
         # stays costly, lone or not: its descents and trims keep the 429s few (treating a
         # lone one as free cost 0.15 to 0.2 of the limit on window limiters).
         pause_all = retry_after is not None and self._pauses_all(answer, retry_after)
-        self._recent_429s.append(answer.throttled)
         seen = self.rate.observe(
             now,
             sent,
@@ -561,7 +558,7 @@ class Pacer:
             or retry_after > LONE_RETRY_AFTER_S
             or self.rate.streak >= 1
             or looking
-            or (known and sum(self._recent_429s) >= self._lone_most())
+            or (known and self.rate.recent_429s >= self._lone_most())
         )
 
     def _lone_most(self) -> int:
