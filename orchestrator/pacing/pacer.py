@@ -55,7 +55,7 @@ LONE_MOST: Final = 2
 # Above this rate (requests under 50 ms apart) timing at a strict limiter makes 429s of
 # its own, which a busy machine bunches (4 in 50 were seen a hair under a stated limit):
 # there, rare is fewer than TIMING_MOST.
-TIMING_ABOVE: Final = 20.0
+TIMING_ABOVE: Final = AdaptiveRate.TIMING_ABOVE
 TIMING_MOST: Final = 6
 # A limit that an earlier run learned holds this long before the rate probes above it:
 # the next cron run's first minute goes at a limit already proven, with no 429.

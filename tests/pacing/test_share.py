@@ -19,18 +19,18 @@ LIMIT = 10.0
 HAIR = LIMIT * (1 - AdaptiveRate.HAIR)
 
 
-def _held_at_the_hair() -> AdaptiveRate:
-    """Under a stated limit of 10/s, held a hair under it after a first 429."""
-    rate = AdaptiveRate(ceiling=LIMIT, now=0.0)
+def _held_at_the_hair(limit: float = LIMIT) -> AdaptiveRate:
+    """Under a stated limit (10/s), held a hair under it after a first 429."""
+    rate = AdaptiveRate(ceiling=limit, now=0.0)
     rate.bursty = True
     rate.observe(0.05, 0.02, throttled=True)
     assert rate.phase is Phase.HOLD
-    assert rate.rate == pytest.approx(HAIR)
+    assert rate.rate == pytest.approx(limit * (1 - AdaptiveRate.HAIR))
     return rate
 
 
 def _sharing() -> tuple[AdaptiveRate, float]:
-    """Sharing, just cut from the hair; and the time."""
+    """Sharing, just cut from the hair (on its second 429); and the time."""
     rate = _held_at_the_hair()
     at = 0.1
     for n in range(AdaptiveRate.SHARE_MOST * 4):
@@ -53,14 +53,30 @@ def test_429s_beyond_timing_under_a_stated_limit_mean_it_is_shared_and_cut_it() 
     assert changes[0].new == pytest.approx(HAIR * AdaptiveRate.SHARE_CUT)
 
 
-def test_a_few_429s_at_the_hair_are_timing_and_cut_nothing() -> None:
+@pytest.mark.parametrize(("limit", "more"), [(50.0, AdaptiveRate.SHARE_MOST - 2), (10.0, 0)])
+def test_a_few_429s_at_the_hair_are_timing_and_cut_nothing(limit: float, more: int) -> None:
+    """Above TIMING_ABOVE a second, a strict limiter's timing makes a few 429s at the
+    hair (requests under 50 ms apart); at 10/s, a lone one: neither is another client."""
+    rate = _held_at_the_hair(limit)
+    at = 0.1
+    for n in range(40):
+        at += 1 / limit
+        rate.observe(at, at - 0.01, throttled=n in range(20, 20 + more))  # a few more
+    assert rate.phase is Phase.HOLD
+    assert rate.rate == pytest.approx(limit * (1 - AdaptiveRate.HAIR))
+
+
+def test_at_a_few_requests_a_second_a_second_429_at_the_hair_means_others() -> None:
+    """Under TIMING_ABOVE a second no timing makes 429s: two in the last answers are
+    another client. (Held at the hair, a client on a steady grid wins the races for the
+    room a bucket gives back and sees few: waiting for five, one saw 3 to 4 in 50 for
+    30 s while the other, sharing, was cut to a quarter of the limit.)"""
     rate = _held_at_the_hair()
     at = 0.1
     for n in range(40):
         at += 0.1
         rate.observe(at, at - 0.05, throttled=n == 20)  # one more in 40 answers
-    assert rate.phase is Phase.HOLD
-    assert rate.rate == pytest.approx(HAIR)
+    assert rate.phase is Phase.SHARE
 
 
 def test_while_sharing_429s_cut_the_rate_once_a_window() -> None:
@@ -81,7 +97,7 @@ def test_while_sharing_429s_cut_the_rate_once_a_window() -> None:
 def test_while_sharing_each_clean_second_steps_up_by_a_share_of_the_limit() -> None:
     rate, at = _sharing()
     steps = []
-    for _ in range(AdaptiveRate.SHARE_CALM + 2):
+    for _ in range(AdaptiveRate.SHARE_CALM + 3):  # (the first second, begun at the cut)
         at, changes = _second(rate, at)
         steps += [c.new - c.old for c in changes if c.new is not None and c.old is not None]
     step, calm = LIMIT * AdaptiveRate.SHARE_STEP, AdaptiveRate.SHARE_CALM
