@@ -110,7 +110,8 @@ class AdaptiveRate:
     # Sharing a stated limit with other clients (Phase.SHARE): see `_share_cut`.
     SEEN: Final = 50  # the last answers in which 429s show other clients ...
     SHARE_MOST: Final = 5  # ... at this many ...
-    SHARE_MOST_SLOW: Final = 2  # ... or this many at TIMING_ABOVE a second or less ...
+    SHARE_MOST_SLOW: Final = 2  # ... or this many at TIMING_ABOVE a second or less, when
+    # the opening found its burst taken (`bursty` None) ...
     TIMING_ABOVE: Final = 20.0  # ... above which a strict limiter's timing makes 429s
     SHARE_ROOMLESS: Final = 50  # or answers in a row with no room left (see `room`)
     SHARE_CUT: Final = 0.8  # a 429 cuts the rate to this share of it, once a window
@@ -521,18 +522,20 @@ class AdaptiveRate:
 
     def _contended(self) -> bool:
         """Whether other clients take part of the limit: SHARE_MOST 429s among the last
-        answers at a limiter not known to be strict (where timing alone makes them; at
-        TIMING_ABOVE a second or less it makes none, and SHARE_MOST_SLOW are enough), or
+        answers at a limiter not known to be strict (where timing alone makes them), or
         SHARE_ROOMLESS answers in a row with no room left at one that has had room (a
-        strict one never has: `room`). (A client held at the hair on a steady grid wins
-        the races for the room a bucket gives back and meets few 429s: waiting for five
-        at 10/s, one met 3 to 4 in every 50 answers for 30 s, and never shared, while the
-        other, sharing, was cut to a quarter of the limit.)"""
+        strict one never has: `room`). Where the opening found its burst taken, others
+        were there from the start: at TIMING_ABOVE a second or less, where timing makes
+        no 429s, SHARE_MOST_SLOW are enough. (Such a client, held at the hair on a steady
+        grid, wins the races for the room a bucket gives back and meets few: waiting for
+        five at 10/s, one met 3 to 4 in every 50 answers for 30 s and never shared, while
+        the other, sharing, was cut to a quarter of the limit. One alone whose opening
+        found the burst meets a few at a sliding counter's edges, which are no others.)"""
         if self.bursty is False:
             return False
         roomless = self.bursty is True and self._roomless >= self.SHARE_ROOMLESS
         slow = self.rate is not None and self.rate <= self.TIMING_ABOVE
-        most = self.SHARE_MOST_SLOW if slow else self.SHARE_MOST
+        most = self.SHARE_MOST_SLOW if slow and self.bursty is None else self.SHARE_MOST
         return roomless or self.recent_429s >= most
 
     def _share_cut(self, now: float) -> RateChange | None:
