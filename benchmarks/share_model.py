@@ -78,7 +78,7 @@ def run(clients: int, limit: float, burst: int, seed: int, *, others_stop: bool)
     ]
     heapq.heapify(queue)
     through, refused = [0] * clients, [0] * clients
-    late = [0] * clients
+    second_half = [0] * clients
     window = 1.0 if limit >= 10 else 5.0
     first_through: deque[float] = deque()
     back_at: float | None = None
@@ -91,7 +91,7 @@ def run(clients: int, limit: float, burst: int, seed: int, *, others_stop: bool)
         rates[n].observe(at + LATENCY_S, at, throttled=not admitted)
         if admitted:
             through[n] += 1
-            late[n] += at >= half
+            second_half[n] += at >= half
             if n == 0 and others_stop and at > half and back_at is None:
                 first_through.append(at)
                 while first_through[0] <= at - window:
@@ -107,7 +107,7 @@ def run(clients: int, limit: float, burst: int, seed: int, *, others_stop: bool)
     return Outcome(
         throttled_share=sum(refused) / sent,
         efficiency=sum(through) / (limit * SECONDS),
-        slowest_over_fastest=max(late) / max(1, min(late)),
+        slowest_over_fastest=max(second_half) / max(1, min(second_half)),
         back_after_s=back_at,
     )
 

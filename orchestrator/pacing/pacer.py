@@ -52,10 +52,9 @@ LONE_RETRY_AFTER_S: Final = 1.0
 # has seen (AdaptiveRate.SEEN). More say another client shares the limit, and a pause of
 # everyone is how uncoordinated clients make room for each other.
 LONE_MOST: Final = 2
-# Above this rate (requests under 50 ms apart) timing at a strict limiter makes 429s of
-# its own, which a busy machine bunches (4 in 50 were seen a hair under a stated limit):
-# there, rare is fewer than TIMING_MOST.
-TIMING_ABOVE: Final = AdaptiveRate.TIMING_ABOVE
+# Above AdaptiveRate.TIMING_ABOVE (requests under 50 ms apart) timing at a strict limiter
+# makes 429s of its own, which a busy machine bunches (4 in 50 were seen a hair under a
+# stated limit): there, rare is fewer than TIMING_MOST.
 TIMING_MOST: Final = 6
 # A limit that an earlier run learned holds this long before the rate probes above it:
 # the next cron run's first minute goes at a limit already proven, with no 429.
@@ -563,7 +562,7 @@ class Pacer:
 
     def _lone_most(self) -> int:
         rate = self.rate.rate
-        return TIMING_MOST if rate is None or rate > TIMING_ABOVE else LONE_MOST
+        return TIMING_MOST if rate is None or rate > AdaptiveRate.TIMING_ABOVE else LONE_MOST
 
     def _proven(self, now: float) -> tuple[float, float, float] | None:
         """What the limiter has proven it lets through per second, over the last
