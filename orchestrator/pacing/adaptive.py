@@ -8,11 +8,14 @@ The limit the server gives this client is bracketed between two rates:
 While the bracket is wide, each window tries one rate inside it (a bisection in ratio);
 a 429 ends a try at once, so a try above the limit costs a request or two, not a window of
 them. Once the bracket is narrow the rate holds at `lo`, and every so often a gentle
-probe above it looks for capacity that another client has freed. A run that starts knowing
-nothing ramps up from a modest rate, doubling every few tens of milliseconds, so the first
-overshoot is a few requests, not a flood; a 429 before anything is proven steps down by
-the share of requests that got through, but never below what got through in the last
-second: that much the server demonstrably lets this client have.
+probe above it looks for capacity that another client has freed. (At a few requests a
+second a window is too few answers to prove a rate within what a bucket saves up: there
+a 429 at lo after answers let through trims lo, and a clean probe counts only once the
+step above it is clean too.) A run that starts knowing nothing ramps up from a modest
+rate, doubling every few tens of milliseconds, so the first overshoot is a few requests,
+not a flood; a 429 before anything is proven steps down by the share of requests that
+got through, but never below what got through in the last second: that much the server
+demonstrably lets this client have.
 
 Why a bracket and not goodput alone: goodput measured while throttled is a lower bound
 on the limit, and a poor one on a strict limiter (nginx `limit_req` with no burst lets
@@ -98,6 +101,7 @@ class AdaptiveRate:
     DROP_SHARE: Final = 0.25  # ... when they are also at least this share of it
     NOISE: Final = 0.01  # a hold with at most this share of 429s is clean ...
     TRIM: Final = 0.02  # ... and with more, lo steps down by that share, at least this
+    OVER_TRIM: Final = 0.05  # at most this much a 429 at a rate lo that it shows over
     FELL: Final = 0.10  # a held window with more than this share of 429s ...
     FELL_THROTTLES: Final = 3  # ... and at least this many: the limit fell
     HAIR: Final = 0.03  # under a stated limit that met a 429, first
@@ -138,6 +142,7 @@ class AdaptiveRate:
         self._growth = 0
         self._held = self._held_answers = self._held_throttled = 0
         self._misses = 0
+        self._recover_from = now
         self._hold_windows = self.HOLD_WINDOWS
         self._probe_from: float | None = None
         self._costly = False
@@ -304,6 +309,8 @@ class AdaptiveRate:
                 if self._try_failed(now):
                     return RateChange(old, self.rate, "throttled", settled=True)
             case Phase.RECOVER:
+                if self._over_lo_again(now):
+                    return self._over_lo(now, 1 / self._answers)
                 self._misses += 1
                 if self._misses < self.DROP_THROTTLES:
                     self._start_window(now)  # the limiter is still refilling: wait on
@@ -329,6 +336,12 @@ class AdaptiveRate:
             return RateChange(old, self.rate, "throttled", settled=True)
         if cap is not None and self._haired and self._contended():
             return self._share_cut(now)
+        slow = self.rate is not None and self.rate <= self.TIMING_ABOVE
+        held = self._held_answers + self._answers
+        if cap is None and slow and self._streak == 1 and held > 1:
+            # No timing makes a 429 at a few a second: a request the limiter had saved up
+            # hid an overshoot of the windows that proved lo (see `_over_lo`).
+            return self._over_lo(now, (self._held_throttled + self._throttled) / held)
         if retry_after and not self._at_hair() and not self._first():
             # A second such 429 in a hold: hold a little under, or under what this
             # window got through, when it is long enough to say. (The first, alone,
@@ -354,7 +367,10 @@ class AdaptiveRate:
         self._narrow(self._window_rate)
         self._growth = 0  # a step up failed: the next starts small again
         if self.lo is not None:
+            if self._probe_from is not None:  # a probe's clean window proved nothing
+                self.lo = min(self.lo, self._probe_from)
             self._misses = 0
+            self._recover_from = now
             self._set(self.lo, Phase.RECOVER, now)
         elif self._window_rate == self.cap and not self._haired:
             # A stated limit met a 429: most likely timing noise at a strict limiter (one
@@ -372,6 +388,26 @@ class AdaptiveRate:
         self._haired = True
         self.hi, self.lo = limit, limit * (1 - self.HAIR)
         return self._hold(self.lo, now)
+
+    def _over_lo(self, now: float, share: float) -> RateChange | None:
+        """Refused at lo after answers let through: lo itself is over the limit. A window
+        of n clean answers cannot tell rates 1/n apart, since one request a bucket saved
+        up hides an overshoot of one answer (of 12% at 2/s, eight answers a window), and
+        once the saving is spent such a rate meets a 429 every few windows. Held there,
+        each is one more; hold under it by `share`, the answers refused since lo held,
+        at least TRIM and at most OVER_TRIM (a few answers make a coarse share: a trim
+        too deep costs more than the 429 another brings)."""
+        old, lo = self.rate, self.lo
+        assert lo is not None
+        self.hi, self.lo = lo, lo * (1 - min(max(share, self.TRIM), self.OVER_TRIM))
+        self._hold(self.lo, now)
+        return RateChange(old, self.rate, "trim")
+
+    def _over_lo_again(self, now: float) -> bool:
+        """Whether a 429 while recovering says lo is over the limit: after answers let
+        through since the last one, and a window after the failed try (a limiter in debt
+        refuses in a row, and a sliding log holds the try's requests that long)."""
+        return self._streak == 1 and self._answers > 1 and now - self._recover_from >= self.WINDOW_S
 
     def _first(self) -> bool:
         """Whether the 429 just met is the first of this hold, after an answer let through."""
@@ -400,7 +436,8 @@ class AdaptiveRate:
                 return None
             case Phase.DESCEND | Phase.TRY:
                 rate = self._window_rate
-                if self._probe_from is not None and rate > self._probe_from:
+                probe = self._probe_from
+                if probe is not None and rate > probe * (1 + self._unproven_step()):
                     self._probe_from = None  # the probe found capacity: probe often again
                     self._hold_windows = self.HOLD_WINDOWS
                 self.lo = rate if self.lo is None else max(self.lo, rate)
@@ -408,7 +445,12 @@ class AdaptiveRate:
                     self.hi = None  # proven wrong: capacity was freed
                 settled = self._next(now)
             case Phase.RECOVER:
-                settled = self._next(now, recovered=True)
+                if self._probe_from is not None and self.lo is not None:
+                    # A probe found nothing above: hold, with no search between (each try
+                    # there costs a 429, and a window too short to prove it passes clean).
+                    settled = self._hold(self.lo, now)
+                else:
+                    settled = self._next(now, recovered=True)
             case Phase.HOLD:
                 return self._judge_hold(now)
             case Phase.SHARE:
@@ -472,6 +514,10 @@ class AdaptiveRate:
         if hi is None:
             growth = self.GROWTH[min(self._growth, len(self.GROWTH) - 1)]
             self._growth += 1
+            if self._probe_from is not None:
+                # Above a probe too small to prove, the least step a window can: so a rate
+                # held low climbs, and one a hair under the limit tries little above it.
+                growth = min(growth, 1 + self._resolution())
             target = lo * growth
             self._set(target if cap is None else min(cap, target), Phase.TRY, now)
             return False
@@ -480,6 +526,16 @@ class AdaptiveRate:
             return self._hold(lo, now)
         self._set(math.sqrt(lo * hi), Phase.TRY, now)
         return False
+
+    def _resolution(self) -> float:
+        """The least step up that a clean window at this rate proves: one answer of its
+        answers (a request the limiter saved up hides an overshoot of one a window)."""
+        return 1 / max(self._window_answers(), self._window_rate * self.WINDOW_S)
+
+    def _unproven_step(self) -> float:
+        """How far above the rate it came from a clean probe window proves nothing: all of
+        PROBE_STEP when that is less than the window can prove, none otherwise."""
+        return self.PROBE_STEP * (1 + 1e-9) if self._resolution() > self.PROBE_STEP else 0.0
 
     def _hi_ttl(self) -> float:
         window = max(self.WINDOW_S, self._window_answers() / self._window_rate)
@@ -515,6 +571,7 @@ class AdaptiveRate:
             self._share_cut(now)
             return
         self._hold_windows = self.HOLD_WINDOWS
+        self._probe_from = None  # a fall ends a probe: the search starts again below
         if not self._at_hair():
             self._patience = min(self.MAX_PATIENCE, self._patience * 2)
         failed = self._window_rate

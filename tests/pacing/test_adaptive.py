@@ -193,6 +193,95 @@ def test_a_few_429s_while_holding_trim_the_rate_a_little() -> None:
     assert rate.settled
 
 
+def test_at_a_few_per_second_a_429_after_answers_let_through_trims_the_held_rate() -> None:
+    # A bucket's saved-up request hid an overshoot of the window that proved 2.2/s against
+    # a limit of 2: held there, one request in twelve is refused, and no timing makes a
+    # 429 at a few a second. Trimmed at the first, not after a second window of them, by
+    # the share refused (at most OVER_TRIM: another 429 trims again).
+    rate = _held(lo=2.2)
+    end = _window(rate, 0.0, every=1 / 2.2, answers=11)
+    seen = rate.observe(end + 0.45, end + 0.4, throttled=True)
+    assert seen.change is not None
+    assert seen.change.reason == "trim"
+    assert rate.rate == pytest.approx(2.2 * (1 - min(1 / 12, AdaptiveRate.OVER_TRIM)))
+    assert (rate.phase, rate.hi) == (Phase.HOLD, 2.2)
+
+
+def test_at_a_few_per_second_a_429_after_a_longer_clean_hold_trims_less() -> None:
+    rate = _held(lo=2.2)
+    end = _window(rate, 0.0, every=1 / 2.2, answers=30)  # (a probe comes after 32)
+    assert rate.phase is Phase.HOLD
+    rate.observe(end + 0.45, end + 0.4, throttled=True)
+    assert rate.rate == pytest.approx(2.2 * (1 - 1 / 31))
+
+
+def test_refused_again_while_recovering_after_answers_let_through_trims_the_proven_rate() -> None:
+    """A recovery waits out a limiter in debt after a failed try: refusals in a row, then
+    clean. Refused again after answers let through, a second on: the rate it recovers at
+    is itself over the limit."""
+    rate = AdaptiveRate(ceiling=None, now=0.0)
+    rate.lo, rate.hi = 2.2, 3.0
+    rate.phase, rate.rate = Phase.TRY, 2.6
+    rate._start_window(0.0)
+    rate.observe(0.5, 0.4, throttled=True)
+    assert (rate.phase, rate.rate) == (Phase.RECOVER, 2.2)
+    end = _window(rate, 0.5, every=1 / 2.2, answers=5)
+    assert rate.phase is Phase.RECOVER
+    seen = rate.observe(end + 0.45, end + 0.4, throttled=True)
+    assert seen.change is not None
+    assert seen.change.reason == "trim"
+    assert (rate.phase, rate.hi) == (Phase.HOLD, 2.2)
+    # One in six refused: a coarse share of few answers, trimmed by OVER_TRIM at most.
+    assert rate.rate == pytest.approx(2.2 * (1 - AdaptiveRate.OVER_TRIM))
+
+
+def test_a_limiter_in_debt_after_a_failed_try_is_waited_out_not_trimmed() -> None:
+    rate = AdaptiveRate(ceiling=None, now=0.0)
+    rate.lo, rate.hi = 40.0, 60.0
+    rate.phase, rate.rate = Phase.TRY, 49.0
+    rate._start_window(0.0)
+    rate.observe(0.05, 0.02, throttled=True)
+    at = 0.05
+    for _ in range(3):  # refused in a row while the limiter refills
+        at += 0.025
+        rate.observe(at, at - 0.01, throttled=True)
+    assert (rate.phase, rate.rate) == (Phase.RECOVER, 40.0)
+
+
+def test_a_probe_whose_window_is_too_short_to_prove_it_goes_back_where_it_came_from() -> None:
+    """At 2/s a window is 8 answers: a request saved up in the bucket hides an overshoot
+    of 12%, so a clean window 4% above the held rate proves nothing. When the step after
+    it fails, the rate holds where it was, not at the probe's."""
+    rate = _held(lo=1.9)
+    at = 0.0
+    while rate.phase is Phase.HOLD:
+        at = _window(rate, at, every=1 / 1.9, answers=1)
+    assert rate.phase is Phase.TRY
+    probe = rate.rate
+    assert probe == pytest.approx(1.9 * (1 + AdaptiveRate.PROBE_STEP))
+    at = _window(rate, at, every=1 / probe, answers=8)
+    assert rate.phase is Phase.TRY
+    assert rate.rate is not None
+    assert rate.rate > probe
+    rate.observe(at + 0.4, at + 0.3, throttled=True)
+    assert (rate.phase, rate.rate) == (Phase.RECOVER, 1.9)
+    _window(rate, at + 0.4, every=1 / 1.9, answers=AdaptiveRate.SHORT_ANSWERS)
+    assert (rate.phase, rate.rate) == (Phase.HOLD, 1.9)
+
+
+def test_a_probe_whose_window_proves_it_is_kept() -> None:
+    """At 50/s a window is 50 answers and proves a rate 4% up: a clean probe holds."""
+    rate = _held(lo=48.0)
+    at = 0.0
+    while rate.phase is Phase.HOLD:
+        at = _window(rate, at, every=1 / 48.0, answers=1)
+    probe = rate.rate
+    assert probe is not None
+    at = _window(rate, at, every=1 / probe, answers=60)
+    rate.observe(at + 0.02, at + 0.01, throttled=True)
+    assert (rate.phase, rate.rate) == (Phase.RECOVER, probe)
+
+
 def test_most_requests_refused_at_a_proven_rate_means_the_limit_fell() -> None:
     rate = _held()
     for n in range(8):
@@ -285,6 +374,17 @@ def test_an_unknown_limit_of_2_per_s_is_found_within_30_seconds(burst: int) -> N
     run = run_model(GCRA(2, burst), ids=150)
     assert run.accepted_between(30.0, 60.0) >= 0.9 * 2 * 30
     assert _efficiency(run, 150, burst + 1, 2.0) >= 0.9
+
+
+@pytest.mark.parametrize("burst", [1, 2, 10])
+def test_an_unknown_limit_of_2_per_s_once_found_costs_few_429s(burst: int) -> None:
+    """A clean window of eight answers at 2/s cannot prove a rate within a bucket's burst:
+    once the limit is found, a rate it let a little over is trimmed at its first 429, and
+    a probe it cannot prove costs one 429, not a search above it."""
+    run = run_model(GCRA(2, burst), ids=300)
+    late = [ok for at, ok in run.arrivals if at >= 10.0]
+    assert late.count(False) <= 0.04 * len(late)
+    assert run.accepted_between(30.0, 150.0) >= 0.9 * 2 * 120
 
 
 def test_retry_after_pauses_cost_a_run_but_do_not_stall_it() -> None:
