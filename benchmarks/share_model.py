@@ -116,15 +116,16 @@ def _rate(rate: AdaptiveRate, limit: float) -> float:
     return rate.rate if rate.rate is not None else limit
 
 
-def _override(settings: Sequence[str]) -> None:
+def override_constants(settings: Sequence[str], prog: str) -> None:
+    """`--set NAME=VALUE`: one of `AdaptiveRate`'s constants, for the rest of the run."""
     for setting in settings:
         name, _, value = setting.partition("=")
         if not hasattr(AdaptiveRate, name) or not value:
-            raise SystemExit(f"share_model: --set {setting!r}: no such constant of AdaptiveRate")
+            raise SystemExit(f"{prog}: --set {setting!r}: no such constant of AdaptiveRate")
         try:
             number = float(value)
         except ValueError:
-            raise SystemExit(f"share_model: --set {setting!r}: not a number") from None
+            raise SystemExit(f"{prog}: --set {setting!r}: not a number") from None
         setattr(AdaptiveRate, name, type(getattr(AdaptiveRate, name))(number))
 
 
@@ -143,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
-    _override(args.settings)
+    override_constants(args.settings, "share_model")
     if len(args.bursts) != len(args.limits):
         raise SystemExit("share_model: give one --bursts value for each of --limits")
     print(f"{'clients':>7} {'limit':>6} {'burst':>5}  " + "  ".join(f"{h:>13}" for h in HEADS))

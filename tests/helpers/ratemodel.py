@@ -178,6 +178,9 @@ class _ModelClock:
     async def sleep(self, seconds: float) -> None:
         raise NotImplementedError("the model never sleeps: it schedules")
 
+    async def sleep_until(self, deadline: float) -> None:
+        raise NotImplementedError("the model never sleeps: it schedules")
+
 
 def whole_seconds(decision: Decision) -> float:
     """Retry-After as the simulator sends it: whole seconds, rounded up, at least 1."""
