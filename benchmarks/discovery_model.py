@@ -20,8 +20,8 @@ seeds. The IDs default to 20 s of the limit, and at least 150 (the bench's 2/s r
 With `--background`, another client of the token takes half the limit from the start
 until 60 s of requests at the limit have gone by (30 s at 2/s, at least 8 s: the bench's
 background rows), and a last column gives the seconds from its stop until this client is
-let through 90% of the whole limit over a sliding window of 10 requests at the limit (at
-least a second); the efficiency then counts the limit as it is, half of it until the stop.
+let through 90% of what the limiter sustains over a sliding window of 10 requests at that
+rate (at least a second); the efficiency then counts the limit as it is, half of it until the stop.
 `--set NAME=VALUE` overrides one of `AdaptiveRate`'s constants for the run.
 """
 
@@ -94,7 +94,7 @@ def background_stop_s(limit: float) -> float:
 
 def back_after(run: ModelRun, limit: float, stop_s: float) -> float | None:
     """Seconds from `stop_s` until the let-through over a sliding window reaches 90% of
-    the limit's worth; None if it never does."""
+    `limit` (what the limiter sustains) in it; None if it never does."""
     window = max(1.0, 10 / limit)
     through = [at for at, ok in run.arrivals if ok]
     start = 0
@@ -124,7 +124,7 @@ def figures(run: ModelRun, shape: Shape, limit: float, ids: int, stop_s: float |
         ideal / run.span if run.finished else 0.0,
         run.throttled_share,
         late_share,
-        None if stop_s is None else back_after(run, limit, stop_s),
+        None if stop_s is None else back_after(run, shape.sustained(limit), stop_s),
     )
 
 
