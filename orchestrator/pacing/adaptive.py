@@ -400,8 +400,9 @@ class AdaptiveRate:
         old, lo = self.rate, self.lo
         assert lo is not None
         self.hi, self.lo = lo, lo * (1 - min(max(share, self.TRIM), self.OVER_TRIM))
-        self._hold(self.lo, now)
-        return RateChange(old, self.rate, "trim")
+        # (Settled anew when that is news: a trim while recovering is where the bracket
+        # closes, and a run learns the limit it settles on.)
+        return RateChange(old, self.rate, "trim", settled=self._hold(self.lo, now))
 
     def _over_lo_again(self, now: float) -> bool:
         """Whether a 429 while recovering says lo is over the limit: after answers let

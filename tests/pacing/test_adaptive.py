@@ -230,6 +230,7 @@ def test_refused_again_while_recovering_after_answers_let_through_trims_the_prov
     seen = rate.observe(end + 0.45, end + 0.4, throttled=True)
     assert seen.change is not None
     assert seen.change.reason == "trim"
+    assert seen.change.settled  # the bracket closes here: a run learns what it settles on
     assert (rate.phase, rate.hi) == (Phase.HOLD, 2.2)
     # One in six refused: a coarse share of few answers, trimmed by OVER_TRIM at most.
     assert rate.rate == pytest.approx(2.2 * (1 - AdaptiveRate.OVER_TRIM))
