@@ -155,11 +155,17 @@ def test_a_stated_limit_that_another_client_shares_is_left_for_its_share() -> No
     assert rate.rate < 50.0 * (1 - AdaptiveRate.HAIR) * 0.95
 
 
-def test_a_failed_try_goes_back_to_the_proven_rate_at_once() -> None:
+def _trying(rate_per_s: float, lo: float, hi: float, at: float = 0.0) -> AdaptiveRate:
+    """A controller trying `rate_per_s` inside the bracket [lo, hi], its window from `at`."""
     rate = AdaptiveRate(ceiling=None, now=0.0)
-    rate.lo, rate.hi = 40.0, 60.0
-    rate.phase, rate.rate = Phase.TRY, 49.0
-    rate._start_window(0.0)
+    rate.lo, rate.hi = lo, hi
+    rate.phase, rate.rate = Phase.TRY, rate_per_s
+    rate._start_window(at)
+    return rate
+
+
+def test_a_failed_try_goes_back_to_the_proven_rate_at_once() -> None:
+    rate = _trying(49.0, 40.0, 60.0)
     rate.observe(0.05, 0.02, throttled=True)
     assert rate.phase is Phase.RECOVER
     assert rate.rate == 40.0
@@ -219,10 +225,7 @@ def test_refused_again_while_recovering_after_answers_let_through_trims_the_prov
     """A recovery waits out a limiter in debt after a failed try: refusals in a row, then
     clean. Refused again after answers let through, a second on: the rate it recovers at
     is itself over the limit."""
-    rate = AdaptiveRate(ceiling=None, now=0.0)
-    rate.lo, rate.hi = 2.2, 3.0
-    rate.phase, rate.rate = Phase.TRY, 2.6
-    rate._start_window(0.0)
+    rate = _trying(2.6, 2.2, 3.0)
     rate.observe(0.5, 0.4, throttled=True)
     assert (rate.phase, rate.rate) == (Phase.RECOVER, 2.2)
     end = _window(rate, 0.5, every=1 / 2.2, answers=5)
@@ -237,10 +240,7 @@ def test_refused_again_while_recovering_after_answers_let_through_trims_the_prov
 
 
 def test_a_limiter_in_debt_after_a_failed_try_is_waited_out_not_trimmed() -> None:
-    rate = AdaptiveRate(ceiling=None, now=0.0)
-    rate.lo, rate.hi = 40.0, 60.0
-    rate.phase, rate.rate = Phase.TRY, 49.0
-    rate._start_window(0.0)
+    rate = _trying(49.0, 40.0, 60.0)
     rate.observe(0.05, 0.02, throttled=True)
     at = 0.05
     for _ in range(3):  # refused in a row while the limiter refills
@@ -313,10 +313,7 @@ def test_no_cut_goes_below_a_twentieth_of_the_best_second_of_the_last_minute() -
 
 
 def test_an_answer_to_a_request_sent_before_a_change_says_nothing_of_the_new_rate() -> None:
-    rate = AdaptiveRate(ceiling=None, now=0.0)
-    rate.lo, rate.hi = 40.0, 60.0
-    rate.phase, rate.rate = Phase.TRY, 49.0
-    rate._start_window(1.0)
+    rate = _trying(49.0, 40.0, 60.0, at=1.0)
     assert rate.observe(1.1, 0.9, throttled=True).change is None
     assert rate.phase is Phase.TRY
 
