@@ -34,6 +34,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from benchmarks.serverlog import recovery_after
 from benchmarks.share_model import override_constants
 from orchestrator.simulator.limiters import (
     GCRA,
@@ -85,7 +86,7 @@ class Figures:
     efficiency: float
     throttled: float
     late_throttled: float
-    back_after_s: float | None = None  # with a background: from its stop to 90% of the limit
+    back_after_s: float | None = None  # with a background: from its stop to 90% of it
 
 
 def background_stop_s(limit: float) -> float:
@@ -94,16 +95,10 @@ def background_stop_s(limit: float) -> float:
 
 def back_after(run: ModelRun, limit: float, stop_s: float) -> float | None:
     """Seconds from `stop_s` until the let-through over a sliding window reaches 90% of
-    `limit` (what the limiter sustains) in it; None if it never does."""
-    window = max(1.0, 10 / limit)
+    `limit` (what the limiter sustains) in it, as the bench's background rows measure it;
+    None if it never does."""
     through = [at for at, ok in run.arrivals if ok]
-    start = 0
-    for end, at in enumerate(through):
-        while through[start] <= at - window:
-            start += 1
-        if at >= stop_s and end - start + 1 >= 0.9 * limit * window:
-            return max(0.0, at - stop_s)
-    return None
+    return recovery_after(through, stop_s, limit, max(1.0, 10 / limit), 0.9)
 
 
 def ideal_s(requests: float, sustained: float, stop_s: float | None) -> float:

@@ -88,6 +88,13 @@ def recovery_s(
     `limit`; None if it never does. The window may reach back before the stop: what was
     accepted then counts too, so the figure can be shorter than the window itself."""
     accepted = sorted(a.at for a in arrivals if a.status == 202)
+    return recovery_after(accepted, stopped_at, limit, window_s, level)
+
+
+def recovery_after(
+    accepted: Sequence[float], stopped_at: float, limit: float, window_s: float, level: float
+) -> float | None:
+    """`recovery_s` over the times of the accepted requests, in increasing order."""
     needed = level * limit * window_s
     for end, at in enumerate(accepted, start=1):
         if at < stopped_at:
