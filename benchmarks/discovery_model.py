@@ -22,7 +22,8 @@ until 60 s of requests at the limit have gone by (30 s at 2/s, at least 8 s: the
 background rows), and a last column gives the seconds from its stop until this client is
 let through 90% of what the limiter sustains over a sliding window of 10 requests at that
 rate (at least a second); the efficiency then counts the limit as it is, half of it until the stop.
-`--set NAME=VALUE` overrides one of `AdaptiveRate`'s constants for the run.
+`--set NAME=VALUE` overrides one of `AdaptiveRate`'s constants for the run (`--set
+Window.ANSWERS=10`, one of its parts': see `share_model.TUNABLE`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ opening or machine noise, so that a change to them can be judged over many seeds
 second where the bench's `procs` rows take minutes a run and swing from run to run.
 
     python -m benchmarks.share_model [--clients 2 4] [--limits 10 50] [--bursts 5 10]
-                                     [--seeds 8] [--set SHARE_CUT=0.6 ...]
+                                     [--seeds 8] [--set Sharing.CUT=0.6 ...]
 
 Each client is an `AdaptiveRate` under a stated limit equal to the token bucket's (a GCRA
 that refuses at once when over; the bursts pair with the limits, by default the bench's
@@ -18,7 +18,8 @@ through over the limit's worth), the slowest over the fastest client's requests 
 through in the second half, and, in a run where all but the first client stop halfway,
 the seconds until the first is let through 90% of the limit over a sliding second (5 s
 under 10/s). Median and worst over the seeds. `--set NAME=VALUE` overrides one of
-`AdaptiveRate`'s constants for the run, to try another rule's figures.
+`AdaptiveRate`'s constants for the run (`--set Sharing.CUT=0.6`, one of its parts'), to
+try another rule's figures.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.pacing.adaptive import AdaptiveRate
+from orchestrator.pacing.ramp import Ramp
+from orchestrator.pacing.sharing import Sharing
+from orchestrator.pacing.window import Window
 
 SECONDS = 120.0
 LATENCY_S = 0.002
@@ -116,17 +120,26 @@ def _rate(rate: AdaptiveRate, limit: float) -> float:
     return rate.rate if rate.rate is not None else limit
 
 
+# The classes whose constants `--set` reaches: `NAME` is the adaptive rate's (its own or
+# its state's), `Sharing.NAME` and the like one of its parts'.
+TUNABLE: dict[str, type] = {cls.__name__: cls for cls in (AdaptiveRate, Sharing, Window, Ramp)}
+
+
 def override_constants(settings: Sequence[str], prog: str) -> None:
-    """`--set NAME=VALUE`: one of `AdaptiveRate`'s constants, for the rest of the run."""
+    """`--set NAME=VALUE` or `--set Sharing.NAME=VALUE`: a constant of `AdaptiveRate` or of
+    one of its parts (`TUNABLE`), for the rest of the run."""
     for setting in settings:
-        name, _, value = setting.partition("=")
-        if not hasattr(AdaptiveRate, name) or not value:
-            raise SystemExit(f"{prog}: --set {setting!r}: no such constant of AdaptiveRate")
+        target, _, value = setting.partition("=")
+        owner, _, name = target.rpartition(".")
+        cls = TUNABLE.get(owner or "AdaptiveRate")
+        if cls is None or not name.isupper() or not hasattr(cls, name) or not value:
+            known = ", ".join(TUNABLE)
+            raise SystemExit(f"{prog}: --set {setting!r}: no such constant of {known}")
         try:
             number = float(value)
         except ValueError:
             raise SystemExit(f"{prog}: --set {setting!r}: not a number") from None
-        setattr(AdaptiveRate, name, type(getattr(AdaptiveRate, name))(number))
+        setattr(cls, name, type(getattr(cls, name))(number))
 
 
 HEADS = ("429s", "efficiency", "slow/fast", "back after s")

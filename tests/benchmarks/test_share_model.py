@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.share_model import main, run
+from benchmarks.share_model import main, override_constants, run
+from orchestrator.pacing.adaptive import AdaptiveRate
+from orchestrator.pacing.sharing import Sharing
+from orchestrator.pacing.window import Window
 
 
 def test_two_clients_sharing_a_limit_use_it_and_end_near_even() -> None:
@@ -24,7 +27,9 @@ def test_the_client_left_alone_climbs_back_to_the_limit() -> None:
     ("argv", "message"),
     [
         (["--set", "NOPE=1"], "no such constant"),
-        (["--set", "SHARE_CUT=x"], "not a number"),
+        (["--set", "Nope.CUT=1"], "no such constant"),
+        (["--set", "Sharing.run=1"], "no such constant"),
+        (["--set", "Sharing.CUT=x"], "not a number"),
         (["--limits", "10", "--bursts", "1", "2"], "one --bursts value"),
     ],
 )
@@ -32,3 +37,12 @@ def test_bad_arguments_are_a_one_line_error(argv: list[str], message: str) -> No
     with pytest.raises(SystemExit) as stopped:
         main(argv)
     assert message in str(stopped.value)
+
+
+def test_set_reaches_the_rate_and_its_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(AdaptiveRate, "OVER_TRIM", AdaptiveRate.OVER_TRIM)
+    monkeypatch.setattr(Sharing, "CUT", Sharing.CUT)
+    monkeypatch.setattr(Window, "ANSWERS", Window.ANSWERS)
+    override_constants(["OVER_TRIM=0.1", "Sharing.CUT=0.6", "Window.ANSWERS=10"], "prog")
+    assert (AdaptiveRate.OVER_TRIM, Sharing.CUT, Window.ANSWERS) == (0.1, 0.6, 10)
+    assert isinstance(Window.ANSWERS, int)

@@ -17,6 +17,7 @@ from orchestrator.pacing.adaptive import AdaptiveRate, Phase
 from orchestrator.pacing.circuit import Circuit
 from orchestrator.pacing.pacer import LONE_MOST, TIMING_MOST, Pacer
 from orchestrator.pacing.proof import proven_rate
+from orchestrator.pacing.ramp import Ramp
 from orchestrator.simulator.limiters import (
     GCRA,
     Background,
@@ -48,9 +49,9 @@ def test_a_stated_server_limit_sets_the_rate_under_the_ceiling() -> None:
 
 def test_knowing_nothing_the_rate_ramps_up_from_a_modest_start_to_no_limit() -> None:
     rate = AdaptiveRate(ceiling=None, now=0.0)
-    assert rate.rate == AdaptiveRate.START
-    rate.tick(AdaptiveRate.RAMP_DOUBLING_S)
-    assert rate.rate == pytest.approx(2 * AdaptiveRate.START)
+    assert rate.rate == Ramp.START
+    rate.tick(Ramp.DOUBLING_S)
+    assert rate.rate == pytest.approx(2 * Ramp.START)
     change = rate.tick(1.0)  # twenty doublings later: past any limit worth pacing at
     assert rate.rate is None
     assert change is not None

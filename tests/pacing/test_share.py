@@ -13,6 +13,8 @@ from orchestrator.api.outcomes import Answer
 from orchestrator.pacing.adaptive import AdaptiveRate, Phase, RateChange
 from orchestrator.pacing.opening import Opening
 from orchestrator.pacing.pacer import Pacer
+from orchestrator.pacing.sharing import Sharing
+from orchestrator.pacing.window import Window
 from tests.helpers.fakeclock import FakeClock
 
 LIMIT = 10.0
@@ -33,7 +35,7 @@ def _sharing() -> tuple[AdaptiveRate, float]:
     """Sharing, just cut from the hair (on its second 429); and the time."""
     rate = _held_at_the_hair()
     at = 0.1
-    for n in range(AdaptiveRate.SHARE_MOST * 4):
+    for n in range(Sharing.MOST * 4):
         at += 0.1
         rate.observe(at, at - 0.05, throttled=n % 4 == 0)
     assert rate.phase is Phase.SHARE
@@ -43,17 +45,17 @@ def _sharing() -> tuple[AdaptiveRate, float]:
 def test_429s_beyond_timing_under_a_stated_limit_mean_it_is_shared_and_cut_it() -> None:
     rate = _held_at_the_hair()
     at, changes = 0.1, []
-    for n in range(AdaptiveRate.SHARE_MOST * 4):
+    for n in range(Sharing.MOST * 4):
         at += 0.1
         seen = rate.observe(at, at - 0.05, throttled=n % 4 == 0)
         if seen.change is not None:
             changes.append(seen.change)
     assert rate.phase is Phase.SHARE
     assert changes[0].reason == "contended"
-    assert changes[0].new == pytest.approx(HAIR * AdaptiveRate.SHARE_CUT)
+    assert changes[0].new == pytest.approx(HAIR * Sharing.CUT)
 
 
-@pytest.mark.parametrize(("limit", "more"), [(50.0, AdaptiveRate.SHARE_MOST - 2), (10.0, 0)])
+@pytest.mark.parametrize(("limit", "more"), [(50.0, Sharing.MOST - 2), (10.0, 0)])
 def test_a_few_429s_at_the_hair_are_timing_and_cut_nothing(limit: float, more: int) -> None:
     """Above TIMING_ABOVE a second, a strict limiter's timing makes a few 429s at the
     hair (requests under 50 ms apart); at 10/s, a lone one: neither is another client."""
@@ -94,19 +96,19 @@ def test_while_sharing_429s_cut_the_rate_once_a_window() -> None:
     assert before is not None
     for n in range(5):
         rate.observe(at + 0.2 + n / 100, at + 0.15 + n / 100, throttled=True)
-    assert rate.rate == pytest.approx(before * AdaptiveRate.SHARE_CUT)
-    end = at + 0.2 + AdaptiveRate.WINDOW_S
+    assert rate.rate == pytest.approx(before * Sharing.CUT)
+    end = at + 0.2 + Window.LEAST_S
     rate.observe(end + 0.1, end + 0.05, throttled=True)  # a window later: cut again
-    assert rate.rate == pytest.approx(before * AdaptiveRate.SHARE_CUT**2)
+    assert rate.rate == pytest.approx(before * Sharing.CUT**2)
 
 
 def test_while_sharing_each_clean_second_steps_up_by_a_share_of_the_limit() -> None:
     rate, at = _sharing()
     steps = []
-    for _ in range(AdaptiveRate.SHARE_CALM + 3):  # (the first second, begun at the cut)
+    for _ in range(Sharing.CALM + 3):  # (the first second, begun at the cut)
         at, changes = _second(rate, at)
         steps += [c.new - c.old for c in changes if c.new is not None and c.old is not None]
-    step, calm = LIMIT * AdaptiveRate.SHARE_STEP, AdaptiveRate.SHARE_CALM
+    step, calm = LIMIT * Sharing.STEP, Sharing.CALM
     assert steps[:calm] == pytest.approx([step] * calm)  # additive: the same for every client
     assert steps[calm : calm + 2] == pytest.approx([2 * step, 4 * step])  # alone, it seems
 
@@ -119,10 +121,10 @@ def test_while_the_server_says_no_room_is_left_the_step_never_doubles(
     and a faster step would be a deeper overshoot for all. Room: they are gone."""
     rate, at = _sharing()
     steps = []
-    for _ in range(AdaptiveRate.SHARE_CALM + 3):
+    for _ in range(Sharing.CALM + 3):
         at, changes = _second(rate, at, remaining=remaining)
         steps += [c.new - c.old for c in changes if c.new is not None and c.old is not None]
-    step = LIMIT * AdaptiveRate.SHARE_STEP
+    step = LIMIT * Sharing.STEP
     assert (max(steps) > step * 1.5) is doubled
     assert min(steps) == pytest.approx(step)
 
@@ -210,7 +212,7 @@ def _second(
     assert rate.rate is not None
     every = 1 / rate.rate
     at, changes = start, []
-    while at < start + AdaptiveRate.WINDOW_S:
+    while at < start + Window.LEAST_S:
         at += every
         if remaining is not None:
             rate.room(remaining)
@@ -238,7 +240,7 @@ def test_429s_beyond_timing_under_a_stated_limit_hold_only_their_own_requests() 
     pacer = Pacer(LIMIT, clock)
     pacer.rate.bursty = True
     held = []
-    for _ in range(AdaptiveRate.SHARE_MOST + 2):
+    for _ in range(Sharing.MOST + 2):
         pacer.observe(Answer())
         events = pacer.observe(Answer(throttled=True), retry_after=1.0)
         held.append((events.wait_s, events.paused))
@@ -274,7 +276,7 @@ def test_no_room_left_answer_after_answer_under_a_stated_limit_means_it_is_share
     rate = _held_at_the_hair()
     rate.room(3)  # the limiter had room once: it lets bursts through
     at = 0.1
-    for _ in range(AdaptiveRate.SHARE_ROOMLESS):
+    for _ in range(Sharing.ROOMLESS):
         at += 0.1
         rate.observe(at, at - 0.05, throttled=False)
         rate.room(0)
@@ -285,7 +287,7 @@ def test_no_room_left_answer_after_answer_under_a_stated_limit_means_it_is_share
 def test_room_growing_back_at_the_hair_is_a_client_alone() -> None:
     rate = _held_at_the_hair()
     at = 0.1
-    for n in range(AdaptiveRate.SHARE_ROOMLESS * 2):
+    for n in range(Sharing.ROOMLESS * 2):
         at += 0.1
         rate.observe(at, at - 0.05, throttled=False)
         rate.room(1 if n % 30 == 29 else 0)
@@ -303,7 +305,7 @@ def test_a_strict_limiter_never_has_room_and_that_says_nothing_of_others(
     rate = _held_at_the_hair()
     rate.bursty = bursty
     at = 0.1
-    for _ in range(AdaptiveRate.SHARE_ROOMLESS * 2):
+    for _ in range(Sharing.ROOMLESS * 2):
         at += 0.1
         rate.observe(at, at - 0.05, throttled=False)
         rate.room(0)
