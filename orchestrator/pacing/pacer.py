@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 from typing import Final
 
 import anyio
@@ -21,6 +20,7 @@ from orchestrator.pacing.batches import Batches
 from orchestrator.pacing.bucket import TokenBucket
 from orchestrator.pacing.circuit import Circuit
 from orchestrator.pacing.clock import Clock
+from orchestrator.pacing.events import PacingEvents, rounded
 from orchestrator.pacing.opening import OPENING_S, Opening, Refusal
 from orchestrator.pacing.proof import proven_span
 from orchestrator.shared.schedule import SharedSchedule
@@ -176,7 +176,7 @@ class Pacer:
 
     def _open(self, opening: Opening) -> None:
         self._opening = opening
-        log.debug("rate.opening", per_s=_rounded(opening.rate), most=opening.credit)
+        log.debug("rate.opening", per_s=rounded(opening.rate), most=opening.credit)
 
     def _idle(self) -> bool:
         """Whether no other process sends on the token's shared schedule, as far as this
@@ -529,7 +529,7 @@ class Pacer:
         if self.shared.note_limit(min(candidate, proven), "learned", span=(first, last)):
             self._candidate_proven = proven
             log.debug(
-                "rate.learned", candidate_per_s=_rounded(candidate), proven_per_s=_rounded(proven)
+                "rate.learned", candidate_per_s=rounded(candidate), proven_per_s=rounded(proven)
             )
 
     def _pauses_all(self, answer: Answer, retry_after: float) -> bool:
@@ -629,39 +629,10 @@ class Pacer:
             self._follow()
         log.info(
             "rate.shared",
-            per_s=_rounded(shared.limit.per_s),
+            per_s=rounded(shared.limit.per_s),
             how=shared.limit.how,
             store=shared.description,
         )
-
-
-def log_pacing(events: PacingEvents, pacer: Pacer) -> None:
-    """Tell the operator what pacing decided: one place, whoever sent the request (a
-    rerun, a poll or a page)."""
-    if (change := events.rate) is not None:
-        if change.settled:
-            log.info("rate.settled", per_s=_rounded(change.new))
-        elif change.reason == "server_headers":
-            log.info(
-                "rate.from_server", old_per_s=_rounded(change.old), new_per_s=_rounded(change.new)
-            )
-        else:
-            log.debug(
-                "rate.changed",
-                reason=change.reason,
-                old_per_s=_rounded(change.old),
-                new_per_s=_rounded(change.new),
-            )
-    if events.holdoff_s:
-        log.debug("rate.holdoff", seconds=round(events.holdoff_s, 3))
-    if events.circuit == "opened":
-        log.warning(
-            "circuit.opened",
-            pause_s=pacer.circuit.backoff_s,
-            detail="the service keeps failing; sending pauses, then one probe request",
-        )
-    elif events.circuit == "closed":
-        log.info("circuit.closed")
 
 
 def _scattered(slot: float) -> float:
@@ -674,16 +645,3 @@ def _scattered(slot: float) -> float:
     limit. Scattered within their intervals, every client's requests meet a 429 in
     proportion to what it sends, which is what makes cutting by that share fair."""
     return (round(slot * 1e6) * 0.6180339887498949) % 1.0
-
-
-def _rounded(rate: float | None) -> float | None:
-    return None if rate is None else round(rate, 3)
-
-
-@dataclass(frozen=True, slots=True)
-class PacingEvents:
-    rate: RateChange | None = None
-    circuit: str | None = None  # "opened" or "closed"
-    paused: bool = False  # a Retry-After lengthened the pause of every worker
-    holdoff_s: float = 0.0  # 429s in a row: every worker waits this long of our own accord
-    wait_s: float = 0.0  # a lone 429's short Retry-After: only its request waits this long
