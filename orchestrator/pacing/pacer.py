@@ -5,8 +5,6 @@ pause and the token's shared schedule, and logs each decision of the rate."""
 from __future__ import annotations
 
 import math
-from collections import deque
-from dataclasses import dataclass
 from typing import Final
 
 import anyio
@@ -21,26 +19,12 @@ from orchestrator.pacing.batches import Batches
 from orchestrator.pacing.bucket import TokenBucket
 from orchestrator.pacing.circuit import Circuit
 from orchestrator.pacing.clock import Clock
+from orchestrator.pacing.events import PacingEvents, rounded
 from orchestrator.pacing.opening import OPENING_S, Opening, Refusal
-from orchestrator.pacing.proof import proven_span
+from orchestrator.pacing.publish import LimitPublisher
 from orchestrator.shared.schedule import SharedSchedule
 
 log = structlog.get_logger("orchestrator")
-
-
-# A rate settled this far under the ceiling is a limit learned, worth sharing.
-LEARNED_UNDER: Final = 0.05
-
-# ... and bracketed by at least this many 429s.
-LEARNED_THROTTLES: Final = 2
-# ... and no higher than what the limiter proved it lets through: two 429s at least
-# PROVEN_SPAN_S apart bound its rate from below (ratecontrol.proven_rate), looked for
-# over the last PROVEN_WINDOW_S, from LEARN_SECONDS after the rate settled on.
-PROVEN_SPAN_S: Final = 10.0
-PROVEN_WINDOW_S: Final = 60.0
-LEARN_SECONDS: Final = 5
-# A proven bound this much above the one published is published again.
-PROVEN_GAIN: Final = 0.01
 
 # A Retry-After of at most this on a lone 429 (one that follows an answer let through)
 # holds only its own request: a whole-second header cannot say less, and a token bucket
@@ -93,15 +77,8 @@ class Pacer:
         self.shared = shared
         self._shared_per_s: float | None = None  # the shared limit the rate was told of
         self._shared_stated = False  # ... as a ceiling (a --rate's, or the server's)
-        self._throttled = 0  # 429s since the last limit this process learned
-        self._candidate: float | None = None  # a limit learned, to publish ...
-        self._candidate_from = 0  # ... once the seconds from this one on confirm it
-        self._candidate_proven = 0.0  # ... as high as two 429s have proven so far
-        # When answers came, while sharing: what bounds a limit to publish from below.
-        # (The pairs of 429s are tried each against each: few, and once a second.)
-        self._let_through: deque[float] = deque(maxlen=8192)
-        self._refused: deque[float] = deque(maxlen=64)
-        self._proven_at = -math.inf
+        # A limit learned, published to the shared schedule once proven.
+        self._publisher = None if shared is None else LimitPublisher(shared)
         self._line = anyio.Lock()  # one reservation in the shared schedule at a time
         self._unreserved = 0.0  # credit of requests sent above a learned limit, unreserved
         self._opening: Opening | None = None  # the limiter's first burst, while it lasts
@@ -176,7 +153,7 @@ class Pacer:
 
     def _open(self, opening: Opening) -> None:
         self._opening = opening
-        log.debug("rate.opening", per_s=_rounded(opening.rate), most=opening.credit)
+        log.debug("rate.opening", per_s=rounded(opening.rate), most=opening.credit)
 
     def _idle(self) -> bool:
         """Whether no other process sends on the token's shared schedule, as far as this
@@ -358,16 +335,8 @@ class Pacer:
             self.pause.pause_for(seen.holdoff_s)
         change = seen.change or stated
         self._note_stated(answer, stated)
-        if self.shared is not None:
-            self._throttled += answer.throttled
-            self.shared.note_answer(throttled=answer.throttled)
-            (self._refused if answer.throttled else self._let_through).append(now)
-            if (learned := self._learned(change)) is not None:
-                self._candidate = learned
-                self._candidate_from = math.floor(now) + 1
-                self._candidate_proven = 0.0
-                self._throttled = 0
-            self._prove_candidate(now)
+        if (publisher := self._publisher) is not None:  # (while sharing the token's schedule)
+            publisher.answer(now, throttled=answer.throttled, change=change, cap=self.rate.cap)
         self._follow()
         circuit = None if answer.throttled else self.circuit.record(answer.fault)
         return PacingEvents(change, circuit, paused, seen.holdoff_s, wait_s)
@@ -505,33 +474,6 @@ class Pacer:
         if self.shared is not None and stated is not None and hint is not None and hint.per_second:
             self.shared.note_limit(hint.per_second, "server")
 
-    def _prove_candidate(self, now: float) -> None:
-        """Publish a limit learned, once LEARN_SECONDS confirm it. A rate that one window
-        showed clean can be over the limit (a limiter's saved-up burst makes it look
-        clean), and the next run trusts what is published: publish no more than what two
-        429s prove the limiter let through. That bound only grows with evidence, so for
-        PROVEN_WINDOW_S after, each higher one (by PROVEN_GAIN) is published again."""
-        candidate, start = self._candidate, self._candidate_from + LEARN_SECONDS
-        if candidate is None or now < start or now < self._proven_at + 1.0:
-            return
-        if now > start + PROVEN_WINDOW_S:
-            self._candidate = None
-            return
-        found = self._proven(now)
-        if found is None:
-            return
-        proven, first, last = found
-        if proven <= self._candidate_proven * (1 + PROVEN_GAIN):
-            return
-        if self._candidate_proven >= candidate:
-            return  # already published at the candidate: more proof says nothing new
-        assert self.shared is not None
-        if self.shared.note_limit(min(candidate, proven), "learned", span=(first, last)):
-            self._candidate_proven = proven
-            log.debug(
-                "rate.learned", candidate_per_s=_rounded(candidate), proven_per_s=_rounded(proven)
-            )
-
     def _pauses_all(self, answer: Answer, retry_after: float) -> bool:
         """Whether a Retry-After stops every request, or only the one it came with (see
         LONE_RETRY_AFTER_S). Asked before the rate sees the answer: a 429 after another
@@ -563,37 +505,6 @@ class Pacer:
     def _lone_most(self) -> int:
         rate = self.rate.rate
         return TIMING_MOST if rate is None or rate > AdaptiveRate.TIMING_ABOVE else LONE_MOST
-
-    def _proven(self, now: float) -> tuple[float, float, float] | None:
-        """What the limiter has proven it lets through per second, over the last
-        PROVEN_WINDOW_S, and the span between two 429s that proves it (see
-        ratecontrol.proven_rate)."""
-        self._proven_at = now
-        since = now - PROVEN_WINDOW_S
-        while self._refused and self._refused[0] < since:
-            self._refused.popleft()
-        while self._let_through and self._let_through[0] < since:
-            self._let_through.popleft()
-        return proven_span(list(self._let_through), list(self._refused), PROVEN_SPAN_S)
-
-    def _learned(self, change: RateChange | None) -> float | None:
-        """The token's limit this change found, to publish: 429s bracket it, and it
-        settled under this process's ceiling (settling at it, or a hair under it on a
-        timing 429, says nothing new), or held under a limit that another run learned
-        and that proved too high (its own, this run's settling corrects)."""
-        if change is None or (new := change.new) is None or self._throttled < LEARNED_THROTTLES:
-            return None
-        if change.settled:
-            cap = self.rate.cap
-            return new if cap is None or new < cap * (1 - LEARNED_UNDER) else None
-        if self.shared is None or (shared := self.shared.limit) is None:
-            return None
-        too_high = (
-            shared.how == "learned"
-            and shared.per_s != self.shared.published
-            and new < shared.per_s * (1 - LEARNED_UNDER)
-        )
-        return new if change.reason == "trim" and too_high else None
 
     def _follow(self) -> None:
         """The bucket paces at the rate the adaptive rate chose."""
@@ -629,39 +540,10 @@ class Pacer:
             self._follow()
         log.info(
             "rate.shared",
-            per_s=_rounded(shared.limit.per_s),
+            per_s=rounded(shared.limit.per_s),
             how=shared.limit.how,
             store=shared.description,
         )
-
-
-def log_pacing(events: PacingEvents, pacer: Pacer) -> None:
-    """Tell the operator what pacing decided: one place, whoever sent the request (a
-    rerun, a poll or a page)."""
-    if (change := events.rate) is not None:
-        if change.settled:
-            log.info("rate.settled", per_s=_rounded(change.new))
-        elif change.reason == "server_headers":
-            log.info(
-                "rate.from_server", old_per_s=_rounded(change.old), new_per_s=_rounded(change.new)
-            )
-        else:
-            log.debug(
-                "rate.changed",
-                reason=change.reason,
-                old_per_s=_rounded(change.old),
-                new_per_s=_rounded(change.new),
-            )
-    if events.holdoff_s:
-        log.debug("rate.holdoff", seconds=round(events.holdoff_s, 3))
-    if events.circuit == "opened":
-        log.warning(
-            "circuit.opened",
-            pause_s=pacer.circuit.backoff_s,
-            detail="the service keeps failing; sending pauses, then one probe request",
-        )
-    elif events.circuit == "closed":
-        log.info("circuit.closed")
 
 
 def _scattered(slot: float) -> float:
@@ -674,16 +556,3 @@ def _scattered(slot: float) -> float:
     limit. Scattered within their intervals, every client's requests meet a 429 in
     proportion to what it sends, which is what makes cutting by that share fair."""
     return (round(slot * 1e6) * 0.6180339887498949) % 1.0
-
-
-def _rounded(rate: float | None) -> float | None:
-    return None if rate is None else round(rate, 3)
-
-
-@dataclass(frozen=True, slots=True)
-class PacingEvents:
-    rate: RateChange | None = None
-    circuit: str | None = None  # "opened" or "closed"
-    paused: bool = False  # a Retry-After lengthened the pause of every worker
-    holdoff_s: float = 0.0  # 429s in a row: every worker waits this long of our own accord
-    wait_s: float = 0.0  # a lone 429's short Retry-After: only its request waits this long

@@ -22,7 +22,8 @@ from typing import TypeVar
 from orchestrator.api.outcomes import Retryable, answer_of
 from orchestrator.pacing.backoff import Backoff
 from orchestrator.pacing.clock import Clock
-from orchestrator.pacing.pacer import Pacer, log_pacing
+from orchestrator.pacing.events import log_pacing
+from orchestrator.pacing.pacer import Pacer
 
 # Requests one call may make at most, 429s included (they do not count against
 # max_attempts: they are pacing), so the loop stays bounded.

@@ -47,7 +47,7 @@ Op = Callable[[RateStore], Awaitable[T]]
 # With no limit known, look for one published by another process this often.
 PEEK_S: Final = 10.0
 # This process's share of the token's requests is measured over the span that proved a
-# rate it learned, within the last HISTORY_S (as long as pacing.PROVEN_WINDOW_S).
+# rate it learned, within the last HISTORY_S (as long as pacing.publish.PROVEN_WINDOW_S).
 HISTORY_S: Final = 60.0
 # A learned limit is shared this much under where this process settled: the rate it
 # settled at was clean, but a schedule run at exactly a strict limiter's rate meets
