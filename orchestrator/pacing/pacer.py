@@ -45,7 +45,7 @@ TIMING_MOST: Final = 6
 TRUST_S: Final = 60.0
 SEND_SLACK: Final = 0.05
 # ... and a stated limit's interval this much longer: half the hair its rate is held under
-# after a 429 (ratecontrol.AdaptiveRate.HAIR), the other half left for catching up.
+# after a 429 (`AdaptiveRate.HAIR`), the other half left for catching up.
 CAP_MARGIN: Final = 0.015
 
 

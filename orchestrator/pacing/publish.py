@@ -24,7 +24,7 @@ LEARNED_UNDER: Final = 0.05
 # ... and bracketed by at least this many 429s.
 LEARNED_THROTTLES: Final = 2
 # ... and no higher than what the limiter proved it lets through: two 429s at least
-# PROVEN_SPAN_S apart bound its rate from below (ratecontrol.proven_rate), looked for
+# PROVEN_SPAN_S apart bound its rate from below (`proof.proven_span`), looked for
 # over the last PROVEN_WINDOW_S, from LEARN_SECONDS after the rate settled on.
 PROVEN_SPAN_S: Final = 10.0
 PROVEN_WINDOW_S: Final = 60.0
@@ -94,7 +94,7 @@ class LimitPublisher:
     def _proven(self, now: float) -> tuple[float, float, float] | None:
         """What the limiter has proven it lets through per second, over the last
         PROVEN_WINDOW_S, and the span between two 429s that proves it (see
-        ratecontrol.proven_rate)."""
+        `proof.proven_span`)."""
         self._proven_at = now
         since = now - PROVEN_WINDOW_S
         while self._refused and self._refused[0] < since:
