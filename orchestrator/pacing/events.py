@@ -4,14 +4,11 @@ operator of it, so the log says the same whoever sent the request."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import structlog
 
 from orchestrator.pacing.adaptive import RateChange
-
-if TYPE_CHECKING:  # (only a type: the pacer makes these events)
-    from orchestrator.pacing.pacer import Pacer
+from orchestrator.pacing.circuit import Circuit
 
 log = structlog.get_logger("orchestrator")
 
@@ -25,7 +22,7 @@ class PacingEvents:
     wait_s: float = 0.0  # a lone 429's short Retry-After: only its request waits this long
 
 
-def log_pacing(events: PacingEvents, pacer: Pacer) -> None:
+def log_pacing(events: PacingEvents, circuit: Circuit) -> None:
     """Tell the operator what pacing decided: one place, whoever sent the request (a
     rerun, a poll or a page)."""
     if (change := events.rate) is not None:
@@ -47,7 +44,7 @@ def log_pacing(events: PacingEvents, pacer: Pacer) -> None:
     if events.circuit == "opened":
         log.warning(
             "circuit.opened",
-            pause_s=pacer.circuit.backoff_s,
+            pause_s=circuit.backoff_s,
             detail="the service keeps failing; sending pauses, then one probe request",
         )
     elif events.circuit == "closed":

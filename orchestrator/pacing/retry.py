@@ -58,7 +58,7 @@ class Retrying:
         # Reads spend the token's one budget, so what their answers say counts too.
         answer = answer_of(outcome)
         events = self.pacer.observe(answer, retry_after, sent_at)
-        log_pacing(events, self.pacer)
+        log_pacing(events, self.pacer.circuit)
         if events.circuit == "opened":
             self.circuit_opened += 1
         return Heard(answer.throttled, retry_after, events.wait_s, events.paused)
